@@ -1,0 +1,569 @@
+//! Blob content on the local disk, fetched lazily in chunks.
+//!
+//! Each cached blob version is one sparse file in the cache directory plus an in-memory map of
+//! which 1 MiB chunks are present. A read waits only for the chunks it touches; missing chunks
+//! are fetched by ranged GETs (consecutive missing chunks are merged into requests of up to
+//! [`MAX_REQUEST_CHUNKS`]) that run in parallel, bounded by a global limit, and are validated
+//! with If-Match on the version's ETag so a blob replaced mid-read fails cleanly (ESTALE) instead
+//! of mixing versions. Many readers of one blob share one [`CachedBlob`] and so one download.
+//!
+//! Clean, closed blobs stay in the cache for reuse (the same ETag opened again costs nothing)
+//! and are evicted least-recently-used first when the cache exceeds its byte budget. Open and
+//! dirty blobs are never evicted: only idle ones are in the LRU list.
+//!
+//! Dirty state survives a crash: a blob with local changes not yet uploaded has a `.dirty`
+//! sidecar naming it. At start-up such files are moved to `lost+found/` (never deleted) and
+//! everything else left over is removed.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{debug, warn};
+
+use crate::error::{FsError, FsResult};
+use crate::store::BlobStore;
+
+/// Granularity of the presence map. Small enough that a random 4 KiB read fetches little.
+pub const CHUNK_SIZE: u64 = 1 << 20;
+/// The largest single ranged GET, in chunks: big requests keep a sequential download near wire
+/// speed, several in flight keep the pipe full.
+pub const MAX_REQUEST_CHUNKS: usize = 8;
+/// GETs in flight across all blobs.
+pub const MAX_PARALLEL_FETCHES: usize = 8;
+
+#[derive(Clone, Debug)]
+enum ChunkState {
+    Missing,
+    Fetching,
+    Present,
+    Failed(FsError),
+}
+
+/// Which remote version a cached blob's missing chunks come from.
+#[derive(Clone, Debug)]
+pub struct RemoteVersion {
+    pub name: String,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// One blob's content on disk.
+pub struct CachedBlob {
+    id: u64,
+    file: File,
+    path: PathBuf,
+    /// `None` once every chunk is local (new files, or after local writes began).
+    source: Mutex<Option<RemoteVersion>>,
+    chunks: Mutex<Vec<ChunkState>>,
+    changed: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The data under these locks stays consistent at every await-free step, so a panic in
+    // another thread does not make it unusable.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn chunk_count(size: u64) -> usize {
+    size.div_ceil(CHUNK_SIZE) as usize
+}
+
+impl CachedBlob {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The remote version this content still lazily fetches from, if any.
+    pub fn source(&self) -> Option<RemoteVersion> {
+        lock(&self.source).clone()
+    }
+
+    /// True when every byte is on the local disk.
+    pub fn is_complete(&self) -> bool {
+        lock(&self.chunks)
+            .iter()
+            .all(|c| matches!(c, ChunkState::Present))
+    }
+
+    /// Makes sure bytes `needed` are on disk, and starts (without waiting) fetches of the
+    /// bytes up to `prefetch_end` too.
+    pub async fn ensure(
+        self: &Arc<Self>,
+        cache: &ContentCache,
+        needed: Range<u64>,
+        prefetch_end: u64,
+    ) -> FsResult<()> {
+        if needed.is_empty() && prefetch_end <= needed.start {
+            return Ok(());
+        }
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Register before looking, so a fetch finishing in between still wakes us.
+            notified.as_mut().enable();
+            let (pending, to_fetch) = {
+                let mut chunks = lock(&self.chunks);
+                let needed_chunks = chunk_range(&needed, chunks.len());
+                let mut pending = false;
+                let mut to_fetch = Vec::new();
+                for index in needed_chunks.clone() {
+                    match &chunks[index] {
+                        ChunkState::Present => {}
+                        ChunkState::Fetching => pending = true,
+                        ChunkState::Missing => {
+                            chunks[index] = ChunkState::Fetching;
+                            to_fetch.push(index);
+                            pending = true;
+                        }
+                        ChunkState::Failed(err) => {
+                            let err = err.clone();
+                            // A later read retries instead of failing forever.
+                            chunks[index] = ChunkState::Missing;
+                            return Err(err);
+                        }
+                    }
+                }
+                let prefetch = chunk_range(&(needed_chunks.end as u64 * CHUNK_SIZE..prefetch_end), chunks.len());
+                for index in prefetch {
+                    if matches!(chunks[index], ChunkState::Missing) {
+                        chunks[index] = ChunkState::Fetching;
+                        to_fetch.push(index);
+                    }
+                }
+                (pending, to_fetch)
+            };
+            for run in request_runs(&to_fetch) {
+                tokio::spawn(Arc::clone(self).fetch(cache.fetch_context(), run));
+            }
+            if !pending {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    async fn fetch(self: Arc<Self>, context: FetchContext, chunks: Range<usize>) {
+        let result = self.fetch_inner(&context, chunks.clone()).await;
+        {
+            let mut states = lock(&self.chunks);
+            for index in chunks {
+                if let Some(state) = states.get_mut(index) {
+                    // Local writes may have made the chunk present meanwhile: keep theirs.
+                    if matches!(state, ChunkState::Fetching) {
+                        *state = match &result {
+                            Ok(()) => ChunkState::Present,
+                            Err(err) => ChunkState::Failed(err.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    async fn fetch_inner(&self, context: &FetchContext, chunks: Range<usize>) -> FsResult<()> {
+        let Some(source) = self.source() else {
+            return Ok(());
+        };
+        let range = chunks.start as u64 * CHUNK_SIZE..(chunks.end as u64 * CHUNK_SIZE).min(source.size);
+        if range.is_empty() {
+            return Ok(());
+        }
+        let _slot = context.slots.acquire().await.map_err(|_| {
+            FsError::failure(libc::EIO, "the download queue is closed (shutting down)")
+        })?;
+        debug!(blob = %source.name, start = range.start, end = range.end, "fetching");
+        let data = context
+            .store
+            .get_range(&source.name, range.clone(), Some(&source.etag))
+            .await
+            .map_err(|e| FsError::from_store("reading", &source.name, e))?;
+        if data.len() as u64 != range.end - range.start {
+            return Err(FsError::failure(
+                libc::EIO,
+                format!(
+                    "reading '{}': asked for {} bytes at {}, got {}",
+                    source.name,
+                    range.end - range.start,
+                    range.start,
+                    data.len()
+                ),
+            ));
+        }
+        self.write_at_blocking(data.to_vec(), range.start, &source.name).await
+    }
+
+    async fn write_at_blocking(&self, data: Vec<u8>, offset: u64, what: &str) -> FsResult<()> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| FsError::from_io("writing", what, e))?;
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
+            .await
+            .map_err(|e| FsError::failure(libc::EIO, format!("writing '{what}': {e}")))?
+            .map_err(|e| FsError::from_io("writing", &what, e))
+    }
+
+    /// Reads up to `len` bytes at `offset` from the local file. The caller made sure they
+    /// are present and bounded the request by the file's size.
+    pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            let n = self.file.read_at(&mut buf[filled..], offset + filled as u64)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    /// Writes local changes. The caller fetched everything first (see [`Self::ensure`]).
+    pub fn write_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.file.write_all_at(data, offset)?;
+        self.cover(offset + data.len() as u64);
+        Ok(())
+    }
+
+    /// Sets the local length (truncate or extend with zeros).
+    pub fn set_len(&self, size: u64) -> std::io::Result<()> {
+        self.file.set_len(size)?;
+        let mut chunks = lock(&self.chunks);
+        chunks.truncate(chunk_count(size));
+        drop(chunks);
+        self.cover(size);
+        Ok(())
+    }
+
+    /// Marks everything up to `end` as present locally (written, or zeros past the old end).
+    fn cover(&self, end: u64) {
+        let mut chunks = lock(&self.chunks);
+        let count = chunk_count(end);
+        if chunks.len() < count {
+            chunks.resize(count, ChunkState::Present);
+        }
+    }
+
+    /// From now on the content is local: no fetches; called once all chunks are present and
+    /// local writes begin, and after an upload (the remote now equals the local copy).
+    pub fn detach_from_remote(&self) {
+        *lock(&self.source) = None;
+    }
+
+    /// Records that the local copy equals remote version `source` (after an upload).
+    pub fn attach_to_remote(&self, source: RemoteVersion) {
+        *lock(&self.source) = Some(source);
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    fn dirty_marker(&self) -> PathBuf {
+        self.path.with_extension("dirty")
+    }
+
+    /// Records on disk that this file holds changes not yet uploaded to `name`, so a crash
+    /// does not lose them (see the module docs).
+    pub fn mark_dirty(&self, name: &str) -> std::io::Result<()> {
+        std::fs::write(self.dirty_marker(), name.as_bytes())
+    }
+
+    pub fn mark_clean(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dirty_marker()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for CachedBlob {
+    fn drop(&mut self) {
+        // A blob that is still dirty when dropped (upload failed until the end) keeps its file:
+        // the shutdown path moved it to lost+found already, or it stays for the next start.
+        if !self.dirty_marker().exists() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The chunk indices covering bytes `range`, clamped to `count` chunks.
+fn chunk_range(range: &Range<u64>, count: usize) -> Range<usize> {
+    if range.is_empty() {
+        return 0..0;
+    }
+    let first = (range.start / CHUNK_SIZE) as usize;
+    let last = ((range.end - 1) / CHUNK_SIZE) as usize + 1;
+    first.min(count)..last.min(count)
+}
+
+/// Groups sorted chunk indices into runs of consecutive chunks, each at most
+/// [`MAX_REQUEST_CHUNKS`] long: one ranged GET per run.
+fn request_runs(indices: &[usize]) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for &index in indices {
+        match runs.last_mut() {
+            Some(run) if run.end == index && run.len() < MAX_REQUEST_CHUNKS => run.end += 1,
+            _ => runs.push(index..index + 1),
+        }
+    }
+    runs
+}
+
+#[derive(Clone)]
+struct FetchContext {
+    store: Arc<dyn BlobStore>,
+    slots: Arc<Semaphore>,
+}
+
+struct Index {
+    /// The current cached version of each blob name.
+    by_name: HashMap<String, Arc<CachedBlob>>,
+    /// Idle (closed, clean) blobs by name, least recently used first out.
+    idle: LruCache<String, ()>,
+}
+
+/// All cached blobs of one mount.
+pub struct ContentCache {
+    dir: PathBuf,
+    budget: u64,
+    next_id: AtomicU64,
+    context: FetchContext,
+    index: Mutex<Index>,
+}
+
+impl ContentCache {
+    /// Uses `dir` (created if needed) for data files, after recovering what a previous run
+    /// left there (see the module docs).
+    pub fn new(dir: PathBuf, budget: u64, store: Arc<dyn BlobStore>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        recover_leftovers(&dir)?;
+        Ok(ContentCache {
+            dir,
+            budget,
+            next_id: AtomicU64::new(1),
+            context: FetchContext {
+                store,
+                slots: Arc::new(Semaphore::new(MAX_PARALLEL_FETCHES)),
+            },
+            index: Mutex::new(Index {
+                by_name: HashMap::new(),
+                idle: LruCache::unbounded(),
+            }),
+        })
+    }
+
+    fn fetch_context(&self) -> FetchContext {
+        self.context.clone()
+    }
+
+    pub fn lost_and_found(&self) -> PathBuf {
+        self.dir.join("lost+found")
+    }
+
+    fn new_blob(&self, source: Option<RemoteVersion>, size: u64) -> std::io::Result<Arc<CachedBlob>> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{id}.data"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        file.set_len(size)?;
+        let state = if source.is_some() {
+            ChunkState::Missing
+        } else {
+            ChunkState::Present
+        };
+        Ok(Arc::new(CachedBlob {
+            id,
+            file,
+            path,
+            source: Mutex::new(source),
+            chunks: Mutex::new(vec![state; chunk_count(size)]),
+            changed: Notify::new(),
+        }))
+    }
+
+    /// The cached content of remote version `version`: the existing one if the same ETag is
+    /// cached, else a new, empty (sparse) file that fills on demand.
+    pub fn open_remote(&self, version: RemoteVersion) -> std::io::Result<Arc<CachedBlob>> {
+        let mut index = lock(&self.index);
+        if let Some(existing) = index.by_name.get(&version.name) {
+            if existing.source().is_some_and(|s| s.etag == version.etag && s.size == version.size)
+            {
+                let existing = Arc::clone(existing);
+                index.idle.pop(&version.name);
+                return Ok(existing);
+            }
+        }
+        self.make_room(&mut index, version.size);
+        let name = version.name.clone();
+        let size = version.size;
+        let blob = self.new_blob(Some(version), size)?;
+        index.idle.pop(&name);
+        index.by_name.insert(name, Arc::clone(&blob));
+        Ok(blob)
+    }
+
+    /// New local content for `name` (a created or truncated file): replaces any cached version.
+    pub fn create_local(&self, name: &str) -> std::io::Result<Arc<CachedBlob>> {
+        let blob = self.new_blob(None, 0)?;
+        let mut index = lock(&self.index);
+        index.idle.pop(name);
+        index.by_name.insert(name.to_string(), Arc::clone(&blob));
+        Ok(blob)
+    }
+
+    /// The file is no longer open: keep it for reuse, evictable.
+    pub fn release(&self, name: &str, blob: &Arc<CachedBlob>) {
+        let mut index = lock(&self.index);
+        if index.by_name.get(name).is_some_and(|b| Arc::ptr_eq(b, blob)) {
+            index.idle.put(name.to_string(), ());
+            self.make_room(&mut index, 0);
+        }
+    }
+
+    /// The blob is gone (deleted, or renamed away): drop its cached content.
+    pub fn forget(&self, name: &str) {
+        let mut index = lock(&self.index);
+        index.by_name.remove(name);
+        index.idle.pop(name);
+    }
+
+    /// The blob was renamed (copied to `to`, which has ETag `etag`, and deleted).
+    pub fn rename(&self, from: &str, to: &str, etag: &str) {
+        let mut index = lock(&self.index);
+        index.idle.pop(from);
+        index.idle.pop(to);
+        if let Some(blob) = index.by_name.remove(from) {
+            if let Some(mut source) = blob.source() {
+                source.name = to.to_string();
+                source.etag = etag.to_string();
+                blob.attach_to_remote(source);
+            }
+            index.by_name.insert(to.to_string(), blob);
+        } else {
+            index.by_name.remove(to);
+        }
+    }
+
+    /// Evicts idle blobs, least recently used first, until `incoming` more bytes fit the
+    /// budget. Blobs in use are not in the idle list and are never evicted.
+    fn make_room(&self, index: &mut Index, incoming: u64) {
+        let mut used: u64 = index.by_name.values().map(|b| disk_usage(b.file())).sum();
+        while used + incoming > self.budget {
+            let Some((name, ())) = index.idle.pop_lru() else {
+                break;
+            };
+            if let Some(blob) = index.by_name.remove(&name) {
+                let freed = disk_usage(blob.file());
+                debug!(blob = %name, bytes = freed, "evicting cached content");
+                used = used.saturating_sub(freed);
+            }
+        }
+    }
+
+    /// Bytes the cached files occupy on disk (sparse files count only what is present).
+    pub fn disk_usage(&self) -> u64 {
+        lock(&self.index)
+            .by_name
+            .values()
+            .map(|b| disk_usage(b.file()))
+            .sum()
+    }
+
+    /// Keeps the local copy of a blob whose changes could not be uploaded, where the user
+    /// can find it, and returns that path.
+    pub fn keep_unsaved(&self, name: &str, blob: &CachedBlob) -> std::io::Result<PathBuf> {
+        let dir = self.lost_and_found();
+        std::fs::create_dir_all(&dir)?;
+        let target = dir.join(format!("{}-{}", blob.id(), sanitize(name)));
+        std::fs::hard_link(blob.path(), &target)?;
+        std::fs::write(target.with_extension("blobname"), name)?;
+        // The link in lost+found is the copy now; the cache file may go.
+        blob.mark_clean()?;
+        Ok(target)
+    }
+}
+
+fn disk_usage(file: &File) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+/// A file name for blob `name` that is safe in one directory.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .take(200)
+        .collect()
+}
+
+/// Moves files with unsaved changes from a previous run to lost+found and removes the rest.
+fn recover_leftovers(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "dirty") {
+            let data = path.with_extension("data");
+            let name = std::fs::read_to_string(&path).unwrap_or_default();
+            let target_dir = dir.join("lost+found");
+            std::fs::create_dir_all(&target_dir)?;
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let target = target_dir.join(format!("previous-{stem}-{}", sanitize(&name)));
+            if data.exists() {
+                std::fs::rename(&data, &target)?;
+                std::fs::write(target.with_extension("blobname"), &name)?;
+                warn!(
+                    blob = %name,
+                    kept_at = %target.display(),
+                    "a previous run ended with changes to this blob not uploaded; the local copy is kept"
+                );
+            }
+            std::fs::remove_file(&path)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_merge_consecutive_chunks_up_to_the_request_limit() {
+        let indices: Vec<usize> = (0..10).chain([12, 13, 20]).collect();
+        let runs = request_runs(&indices);
+        assert_eq!(runs, vec![0..8, 8..10, 12..14, 20..21]);
+    }
+
+    #[test]
+    fn chunk_range_covers_partial_chunks() {
+        assert_eq!(chunk_range(&(0..1), 4), 0..1);
+        assert_eq!(chunk_range(&(CHUNK_SIZE - 1..CHUNK_SIZE + 1), 4), 0..2);
+        assert_eq!(chunk_range(&(CHUNK_SIZE..2 * CHUNK_SIZE), 4), 1..2);
+        assert_eq!(chunk_range(&(0..10 * CHUNK_SIZE), 4), 0..4);
+        assert_eq!(chunk_range(&(5..5), 4), 0..0);
+    }
+}

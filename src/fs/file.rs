@@ -1,0 +1,424 @@
+//! Open files: their local content, size and dirty state, and the operations on them
+//! (create, open, read, write, truncate, flush, release).
+//!
+//! One [`OpenFile`] per inode, shared by all its handles, so readers of one file share one
+//! download. Writes go to the cached copy and mark the file dirty; `flush` (every `close`)
+//! and `fsync` upload it with a condition on the ETag the content started from, so a blob
+//! changed remotely is never overwritten. A failed upload keeps the local copy and the dirty
+//! mark: the next flush retries, and unmount saves it to `lost+found` if it still fails.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use tracing::{info, warn};
+
+use crate::cache::attr::Remote;
+use crate::cache::content::{CachedBlob, RemoteVersion};
+use crate::cache::upload;
+use crate::error::{FsError, FsResult};
+use crate::fs::handle::{FileHandle, ReadPattern};
+use crate::fs::inode::{InodeInfo, Kind};
+use crate::fs::{name, Fs, Stat};
+use crate::store::{BlobInfo, StoreError, WriteCondition};
+
+/// Mutable state of an open (or dirty) file.
+pub struct FileState {
+    pub blob: Arc<CachedBlob>,
+    pub size: u64,
+    pub mtime: SystemTime,
+    /// Local changes not uploaded yet.
+    pub dirty: bool,
+    /// ETag of the remote blob the local content started from; `None` if the blob did not
+    /// exist (a new file), so the upload must not replace one created meanwhile.
+    pub base_etag: Option<String>,
+}
+
+pub struct OpenFile {
+    state: Mutex<FileState>,
+    /// Serialises writers, truncation and uploads of this file, across awaits.
+    io: tokio::sync::Mutex<()>,
+}
+
+impl OpenFile {
+    fn new(state: FileState) -> Arc<Self> {
+        Arc::new(OpenFile {
+            state: Mutex::new(state),
+            io: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, FileState> {
+        // Updates under this lock are single assignments: never half-done.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.state().dirty
+    }
+
+    fn snapshot(&self) -> (Arc<CachedBlob>, u64) {
+        let state = self.state();
+        (Arc::clone(&state.blob), state.size)
+    }
+}
+
+/// Flags of `open(2)` the core cares about.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenMode {
+    pub write: bool,
+    pub truncate: bool,
+    pub exclusive: bool,
+}
+
+impl OpenMode {
+    pub fn from_flags(flags: i32) -> Self {
+        let access = flags & libc::O_ACCMODE;
+        OpenMode {
+            write: access == libc::O_WRONLY || access == libc::O_RDWR,
+            truncate: flags & libc::O_TRUNC != 0,
+            exclusive: flags & libc::O_EXCL != 0,
+        }
+    }
+}
+
+/// Sequential readers get read-ahead that doubles up to this; random readers get none.
+const MAX_READAHEAD: u64 = 64 << 20;
+const INITIAL_READAHEAD: u64 = 4 << 20;
+
+impl Fs {
+    fn file_inode(&self, ino: u64) -> FsResult<InodeInfo> {
+        let info = self.inode(ino)?;
+        if info.kind == Kind::Dir {
+            return Err(FsError::expected(libc::EISDIR, format!("'{}' is a directory", info.key)));
+        }
+        Ok(info)
+    }
+
+    /// The open-file state of a file inode, created from its remote version if not open yet.
+    async fn open_state(&self, info: &InodeInfo) -> FsResult<Arc<OpenFile>> {
+        if let Some(file) = &info.file {
+            return Ok(Arc::clone(file));
+        }
+        let remote = match self.resolve(&info.key).await? {
+            Remote::File(blob) => blob,
+            Remote::Dir => {
+                return Err(FsError::expected(libc::EISDIR, format!("'{}' is a directory", info.key)))
+            }
+            Remote::Absent => return Err(FsError::not_found(&info.key)),
+        };
+        let blob = self
+            .content
+            .open_remote(RemoteVersion {
+                name: info.key.clone(),
+                etag: remote.etag.clone(),
+                size: remote.size,
+            })
+            .map_err(|e| FsError::from_io("caching", &info.key, e))?;
+        let file = OpenFile::new(FileState {
+            blob,
+            size: remote.size,
+            mtime: remote.last_modified,
+            dirty: false,
+            base_etag: Some(remote.etag),
+        });
+        // Another open may have raced us: the table keeps the first state.
+        Ok(self.inodes.attach_file(info.ino, file))
+    }
+
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let mode = OpenMode::from_flags(flags);
+        if mode.write {
+            self.check_writable()?;
+        }
+        let info = self.file_inode(ino)?;
+        let file = self.open_state(&info).await?;
+        self.inodes.add_handle(ino);
+        if mode.write && mode.truncate {
+            if let Err(err) = self.truncate_file(&info, &file, 0).await {
+                self.release_state(&info, &file);
+                return Err(err);
+            }
+        } else {
+            // Start fetching the head of the file: most readers begin there.
+            let (blob, size) = file.snapshot();
+            let content = Arc::clone(&self.content);
+            tokio::spawn(async move {
+                let _ = blob.ensure(&content, 0..0, size.min(INITIAL_READAHEAD)).await;
+            });
+        }
+        Ok(self.handles.insert(FileHandle::new(ino, file, mode.write)))
+    }
+
+    pub async fn create(&self, parent: u64, name: &std::ffi::OsStr, flags: i32) -> FsResult<(Stat, u64)> {
+        self.check_writable()?;
+        let segment = name::segment_from_os(name)?;
+        let parent_info = self.dir_inode(parent)?;
+        let key = name::join(&parent_info.key, segment);
+        let base_etag = match self.resolve_fresh(&key).await? {
+            Remote::Absent => None,
+            Remote::Dir => return Err(FsError::expected(libc::EEXIST, format!("'{key}' exists"))),
+            Remote::File(_) if OpenMode::from_flags(flags).exclusive => {
+                return Err(FsError::expected(libc::EEXIST, format!("'{key}' exists")))
+            }
+            Remote::File(existing) => Some(existing.etag),
+        };
+        let blob = self
+            .content
+            .create_local(&key)
+            .map_err(|e| FsError::from_io("creating", &key, e))?;
+        blob.mark_dirty(&key).map_err(|e| FsError::from_io("creating", &key, e))?;
+        let is_new = base_etag.is_none();
+        let file = OpenFile::new(FileState {
+            blob,
+            size: 0,
+            mtime: SystemTime::now(),
+            dirty: true,
+            base_etag,
+        });
+        let ino = self.inodes.lookup_child(parent, segment, Kind::File);
+        let file = self.inodes.replace_file(ino, file);
+        self.inodes.add_handle(ino);
+        if is_new {
+            self.inodes.set_local_only(ino, true);
+        }
+        self.attrs.invalidate(&key);
+        let stat = self.file_stat(ino, &file);
+        let fh = self.handles.insert(FileHandle::new(ino, file, true));
+        Ok((stat, fh))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let handle = self.handles.get(fh)?;
+        let (blob, file_size) = handle.file.snapshot();
+        if offset >= file_size || size == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + u64::from(size)).min(file_size);
+        let window = handle.read_pattern(|p: &mut ReadPattern| p.next(offset, end, INITIAL_READAHEAD, MAX_READAHEAD));
+        let prefetch_end = (end + window).min(file_size);
+        blob.ensure(&self.content, offset..end, prefetch_end).await?;
+        let key = self.inode(handle.ino).map(|i| i.key).unwrap_or_default();
+        let len = (end - offset) as usize;
+        tokio::task::spawn_blocking(move || blob.read_at(offset, len))
+            .await
+            .map_err(|e| FsError::failure(libc::EIO, format!("reading '{key}': {e}")))?
+            .map_err(|e| FsError::from_io("reading", &key, e))
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+        self.check_writable()?;
+        let handle = self.handles.get(fh)?;
+        if !handle.writable {
+            return Err(FsError::expected(libc::EBADF, "file not open for writing"));
+        }
+        let info = self.inode(handle.ino)?;
+        let file = &handle.file;
+        let _io = file.io.lock().await;
+        self.make_local(&info.key, file).await?;
+        let blob = Arc::clone(&file.state().blob);
+        let len = data.len();
+        let key = info.key.clone();
+        tokio::task::spawn_blocking(move || blob.write_at(&data, offset))
+            .await
+            .map_err(|e| FsError::failure(libc::EIO, format!("writing '{key}': {e}")))?
+            .map_err(|e| FsError::from_io("writing", &info.key, e))?;
+        let mut state = file.state();
+        state.size = state.size.max(offset + len as u64);
+        state.mtime = SystemTime::now();
+        state.dirty = true;
+        Ok(len as u32)
+    }
+
+    /// Before the first local change: fetch whatever is still remote, and record on disk that
+    /// the file is dirty.
+    async fn make_local(&self, key: &str, file: &OpenFile) -> FsResult<()> {
+        let (blob, size, dirty) = {
+            let state = file.state();
+            (Arc::clone(&state.blob), state.size, state.dirty)
+        };
+        if blob.source().is_some() {
+            blob.ensure(&self.content, 0..size, size).await?;
+            blob.detach_from_remote();
+        }
+        if !dirty {
+            blob.mark_dirty(key).map_err(|e| FsError::from_io("writing", key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Sets a file's size: `ftruncate`, `open(O_TRUNC)`, `truncate(2)`.
+    async fn truncate_file(&self, info: &InodeInfo, file: &OpenFile, size: u64) -> FsResult<()> {
+        let _io = file.io.lock().await;
+        let current = file.state().size;
+        if size == 0 && current > 0 {
+            // Nothing of the old content survives: start from an empty local file.
+            let blob = self
+                .content
+                .create_local(&info.key)
+                .map_err(|e| FsError::from_io("truncating", &info.key, e))?;
+            let old = std::mem::replace(&mut file.state().blob, blob);
+            // The old content is discarded, so is its crash-recovery mark.
+            if let Err(err) = old.mark_clean() {
+                warn!(blob = %info.key, "could not clear the dirty mark in the cache: {err}");
+            }
+        }
+        self.make_local(&info.key, file).await?;
+        let blob = Arc::clone(&file.state().blob);
+        blob.set_len(size).map_err(|e| FsError::from_io("truncating", &info.key, e))?;
+        let mut state = file.state();
+        state.size = size;
+        state.mtime = SystemTime::now();
+        state.dirty = true;
+        Ok(())
+    }
+
+    /// `setattr`: size changes truncate; mode, owner and times are accepted and not stored
+    /// (blobs have no such properties; see docs/SEMANTICS.md).
+    pub async fn setattr_size(&self, ino: u64, size: u64, fh: Option<u64>) -> FsResult<Stat> {
+        self.check_writable()?;
+        let info = self.file_inode(ino)?;
+        let open_file = match fh.and_then(|fh| self.handles.get(fh).ok()) {
+            Some(handle) => Some(Arc::clone(&handle.file)),
+            None => info.file.clone(),
+        };
+        match open_file {
+            Some(file) => {
+                self.truncate_file(&info, &file, size).await?;
+                Ok(self.file_stat(ino, &file))
+            }
+            None => {
+                // truncate(2) on a file nobody has open: no close will follow, upload now.
+                let file = self.open_state(&info).await?;
+                self.inodes.add_handle(ino);
+                let result = async {
+                    self.truncate_file(&info, &file, size).await?;
+                    self.upload_if_dirty(&info, &file).await
+                }
+                .await;
+                let stat = self.file_stat(ino, &file);
+                self.release_state(&info, &file);
+                result.map(|()| stat)
+            }
+        }
+    }
+
+    /// `flush` (each `close`) and `fsync`: upload if dirty.
+    pub async fn flush(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handles.get(fh)?;
+        if !handle.file.is_dirty() {
+            return Ok(());
+        }
+        let info = self.inode(handle.ino)?;
+        self.upload_if_dirty(&info, &handle.file).await
+    }
+
+    pub(crate) async fn upload_if_dirty(&self, info: &InodeInfo, file: &OpenFile) -> FsResult<()> {
+        let _io = file.io.lock().await;
+        let (blob, size, base_etag) = {
+            let state = file.state();
+            if !state.dirty {
+                return Ok(());
+            }
+            (Arc::clone(&state.blob), state.size, state.base_etag.clone())
+        };
+        // Re-read the name: a rename may have moved the file since the handle was opened.
+        let info = self.inode(info.ino).unwrap_or_else(|_| info.clone());
+        if info.detached {
+            // Unlinked while open: there is no name to upload to.
+            return Ok(());
+        }
+        let condition = match &base_etag {
+            Some(etag) => WriteCondition::Matches(etag.clone()),
+            None => WriteCondition::DoesNotExist,
+        };
+        let result = upload::upload(&self.store, &info.key, &blob, size, &condition).await;
+        let written = match result {
+            Ok(written) => written,
+            Err(err) => return Err(upload_error(&info.key, &blob, err)),
+        };
+        info!(blob = %info.key, bytes = size, "uploaded");
+        {
+            let mut state = file.state();
+            state.dirty = false;
+            state.base_etag = Some(written.etag.clone());
+            state.mtime = written.last_modified;
+        }
+        if let Err(err) = blob.mark_clean() {
+            warn!(blob = %info.key, "could not clear the dirty mark in the cache: {err}");
+        }
+        blob.attach_to_remote(RemoteVersion {
+            name: info.key.clone(),
+            etag: written.etag.clone(),
+            size,
+        });
+        self.inodes.set_local_only(info.ino, false);
+        self.attrs.insert(
+            &info.key,
+            Remote::File(BlobInfo {
+                name: info.key.clone(),
+                size,
+                last_modified: written.last_modified,
+                etag: written.etag,
+                is_dir_marker: false,
+            }),
+        );
+        Ok(())
+    }
+
+    pub async fn fsync(&self, fh: u64) -> FsResult<()> {
+        self.flush(fh).await
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handles.remove(fh)?;
+        let info = self.inode(handle.ino)?;
+        self.release_state(&info, &handle.file);
+        Ok(())
+    }
+
+    /// One handle fewer; when none is left and nothing is dirty, the state goes and the
+    /// content becomes an idle cache entry.
+    fn release_state(&self, info: &InodeInfo, file: &Arc<OpenFile>) {
+        let dirty = file.is_dirty();
+        if !self.inodes.remove_handle(info.ino, dirty) {
+            return;
+        }
+        let blob = Arc::clone(&file.state().blob);
+        if dirty {
+            warn!(
+                blob = %info.key,
+                "closed with changes that could not be uploaded; they are kept and retried at the next flush or at unmount"
+            );
+        } else if !info.detached {
+            self.content.release(&info.key, &blob);
+        }
+    }
+
+    pub(crate) fn file_stat(&self, ino: u64, file: &OpenFile) -> Stat {
+        let state = file.state();
+        self.make_stat(ino, Kind::File, state.size, state.mtime)
+    }
+}
+
+/// Turns a failed upload into the errno `close()` reports (EIO, or ENOSPC/EACCES where
+/// more telling) and a message that names the blob, the reason and where the data is.
+fn upload_error(key: &str, blob: &CachedBlob, err: StoreError) -> FsError {
+    let errno = match &err {
+        StoreError::AuthFailed { .. } => libc::EACCES,
+        _ => libc::EIO,
+    };
+    let reason = match &err {
+        StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. } => {
+            "it was changed or created remotely since it was opened, and is not overwritten"
+                .to_string()
+        }
+        other => other.to_string(),
+    };
+    FsError::failure(
+        errno,
+        format!(
+            "uploading '{key}' failed: {reason}; the local copy is kept at {}",
+            blob.path().display()
+        ),
+    )
+}
