@@ -61,9 +61,9 @@ impl FsError {
             StoreError::PreconditionFailed { .. } => libc::ESTALE,
             StoreError::AlreadyExists { .. } => libc::EEXIST,
             StoreError::Throttled { .. } => libc::EAGAIN,
-            StoreError::Unreachable { .. }
-            | StoreError::Service { .. }
-            | StoreError::Other(_) => libc::EIO,
+            StoreError::Unreachable { .. } | StoreError::Service { .. } | StoreError::Other(_) => {
+                libc::EIO
+            }
         };
         let severity = if errno == libc::ENOENT {
             Severity::Expected

@@ -15,7 +15,7 @@ use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
@@ -47,7 +47,8 @@ impl FuseAdaptor {
         Fut: Future<Output = FsResult<T>> + Send + 'static,
     {
         let fs = Arc::clone(&self.fs);
-        self.runtime.spawn(async move { reply(operation(fs).await) });
+        self.runtime
+            .spawn(async move { reply(operation(fs).await) });
     }
 }
 
@@ -108,7 +109,10 @@ fn reply_empty(reply: ReplyEmpty, result: FsResult<()>) {
 impl Filesystem for FuseAdaptor {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each is an optimisation the kernel may not offer; without it we still work.
-        for flag in [InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_AUTO_INVAL_DATA] {
+        for flag in [
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+        ] {
             let _ = config.add_capabilities(flag);
         }
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
@@ -249,7 +253,14 @@ impl Filesystem for FuseAdaptor {
         self.spawn(
             move |fs| async move { fs.open(ino.0, flags.0).await },
             move |result| match result {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok((fh, keep_cache)) => {
+                    let flags = if keep_cache {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(err) => reply.error(errno(err)),
             },
         );
@@ -430,6 +441,23 @@ impl Filesystem for FuseAdaptor {
         const BLOCK: u32 = 4096;
         let blocks = (1u64 << 50) / u64::from(BLOCK);
         reply.statfs(blocks, blocks, blocks, 1 << 32, 1 << 32, BLOCK, 255, BLOCK);
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // Blobs have no extended attributes. ENOSYS (not ENODATA) makes the kernel stop
+        // asking for the rest of the mount, so `ls -l` costs no xattr round trips.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {

@@ -101,18 +101,23 @@ fn prepare(config: &MountConfig, runtime: &Runtime) -> Result<Prepared, String> 
     let counts = counting.counts();
     let store: Arc<dyn BlobStore> = Arc::new(counting);
     runtime.block_on(async {
-        tokio::time::timeout(CHECK_TIMEOUT, check_container_and_prefix(config, store.as_ref()))
-            .await
-            .map_err(|_| {
-                format!(
-                    "no answer from {} within {} s",
-                    config.store.endpoint,
-                    CHECK_TIMEOUT.as_secs()
-                )
-            })?
+        tokio::time::timeout(
+            CHECK_TIMEOUT,
+            check_container_and_prefix(config, store.as_ref()),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer from {} within {} s",
+                config.store.endpoint,
+                CHECK_TIMEOUT.as_secs()
+            )
+        })?
     })?;
     let (cache_dir, cache_lock) = lock_cache_dir(config)?;
-    let budget = config.cache_size.unwrap_or_else(|| default_cache_budget(&cache_dir));
+    let budget = config
+        .cache_size
+        .unwrap_or_else(|| default_cache_budget(&cache_dir));
     let content = ContentCache::new(cache_dir.join("data"), budget, Arc::clone(&store))
         .map_err(|e| format!("cannot use cache directory '{}': {e}", cache_dir.display()))?;
     let lost_and_found = content.lost_and_found();
@@ -141,13 +146,19 @@ fn prepare(config: &MountConfig, runtime: &Runtime) -> Result<Prepared, String> 
 fn check_mountpoint(path: &Path) -> Result<(), String> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(format!("mountpoint '{}' is not a directory", path.display())),
+        Ok(_) => Err(format!(
+            "mountpoint '{}' is not a directory",
+            path.display()
+        )),
         Err(e) => Err(format!("mountpoint '{}': {e}", path.display())),
     }
 }
 
 /// The container must exist and the credentials must work; a prefix must not name a file.
-async fn check_container_and_prefix(config: &MountConfig, store: &dyn BlobStore) -> Result<(), String> {
+async fn check_container_and_prefix(
+    config: &MountConfig,
+    store: &dyn BlobStore,
+) -> Result<(), String> {
     store
         .check_container()
         .await
@@ -209,7 +220,12 @@ fn describe_check_failure(config: &MountConfig, err: StoreError) -> String {
 fn lock_cache_dir(config: &MountConfig) -> Result<(PathBuf, File), String> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (&config.store.endpoint, &config.store.container, &config.prefix).hash(&mut hasher);
+    (
+        &config.store.endpoint,
+        &config.store.container,
+        &config.prefix,
+    )
+        .hash(&mut hasher);
     let dir = config.cache_dir.join(format!(
         "{}-{}-{:016x}",
         config.store.credentials.account(),

@@ -69,7 +69,12 @@ impl Harness {
     async fn ino(&self, path: &str) -> u64 {
         let mut ino = ROOT_INO;
         for segment in path.split('/') {
-            ino = self.fs.lookup(ino, OsStr::new(segment)).await.expect("lookup").ino;
+            ino = self
+                .fs
+                .lookup(ino, OsStr::new(segment))
+                .await
+                .expect("lookup")
+                .ino;
         }
         ino
     }
@@ -87,7 +92,7 @@ impl Harness {
 
     async fn read_all(&self, path: &str) -> Vec<u8> {
         let ino = self.ino(path).await;
-        let fh = self.fs.open(ino, libc::O_RDONLY).await.expect("open");
+        let (fh, _) = self.fs.open(ino, libc::O_RDONLY).await.expect("open");
         let size = self.fs.getattr(ino).await.expect("getattr").size;
         let data = self.fs.read(fh, 0, size as u32 + 10).await.expect("read");
         self.fs.release(fh).expect("release");
@@ -117,12 +122,20 @@ async fn listing_shows_files_dirs_and_markers_and_fills_the_attr_cache() {
     );
     let before = h.counts.snapshot();
     for name in ["a.txt", "both", "dir", "empty"] {
-        h.fs.lookup(ROOT_INO, OsStr::new(name)).await.expect("lookup");
+        h.fs.lookup(ROOT_INO, OsStr::new(name))
+            .await
+            .expect("lookup");
     }
     let after = h.counts.snapshot();
-    assert_eq!(before.properties, after.properties, "lookups after a listing must be cached");
+    assert_eq!(
+        before.properties, after.properties,
+        "lookups after a listing must be cached"
+    );
     assert_eq!(before.list, after.list);
-    let stat = h.fs.lookup(ROOT_INO, OsStr::new("a.txt")).await.expect("lookup");
+    let stat =
+        h.fs.lookup(ROOT_INO, OsStr::new("a.txt"))
+            .await
+            .expect("lookup");
     assert_eq!(stat.size, 1);
     // The empty segment in "bad//name" is skipped, not shown as a nameless entry.
     let bad = h.ino("bad").await;
@@ -132,14 +145,27 @@ async fn listing_shows_files_dirs_and_markers_and_fills_the_attr_cache() {
 #[tokio::test]
 async fn written_file_is_uploaded_on_flush_and_reads_back() {
     let h = harness();
-    let (stat, fh) = h.fs.create(ROOT_INO, OsStr::new("new file #1.txt"), libc::O_WRONLY).await.expect("create");
-    assert_eq!(h.names(ROOT_INO).await, vec![("new file #1.txt".to_string(), Kind::File)]);
+    let (stat, fh) =
+        h.fs.create(ROOT_INO, OsStr::new("new file #1.txt"), libc::O_WRONLY)
+            .await
+            .expect("create");
+    assert_eq!(
+        h.names(ROOT_INO).await,
+        vec![("new file #1.txt".to_string(), Kind::File)]
+    );
     h.fs.write(fh, 0, b"hello ".to_vec()).await.expect("write");
     h.fs.write(fh, 6, b"world".to_vec()).await.expect("write");
-    assert_eq!(h.blob("new file #1.txt"), None, "nothing is uploaded before close");
+    assert_eq!(
+        h.blob("new file #1.txt"),
+        None,
+        "nothing is uploaded before close"
+    );
     h.fs.flush(fh).await.expect("flush");
     h.fs.release(fh).expect("release");
-    assert_eq!(h.blob("new file #1.txt").as_deref(), Some(&b"hello world"[..]));
+    assert_eq!(
+        h.blob("new file #1.txt").as_deref(),
+        Some(&b"hello world"[..])
+    );
     assert_eq!(h.fs.getattr(stat.ino).await.expect("getattr").size, 11);
     assert_eq!(h.read_all("new file #1.txt").await, b"hello world");
 }
@@ -149,14 +175,20 @@ async fn append_and_truncate_keep_the_rest_of_the_content() {
     let h = harness();
     h.put("f", b"0123456789").await;
     let ino = h.ino("f").await;
-    let fh = h.fs.open(ino, libc::O_WRONLY | libc::O_APPEND).await.expect("open");
+    let (fh, _) =
+        h.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
+            .await
+            .expect("open");
     h.fs.write(fh, 10, b"AB".to_vec()).await.expect("append");
     h.fs.flush(fh).await.expect("flush");
     h.fs.release(fh).expect("release");
     assert_eq!(h.blob("f").as_deref(), Some(&b"0123456789AB"[..]));
     h.fs.setattr_size(ino, 4, None).await.expect("truncate");
     assert_eq!(h.blob("f").as_deref(), Some(&b"0123"[..]));
-    let fh = h.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.expect("open trunc");
+    let (fh, _) =
+        h.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
+            .await
+            .expect("open trunc");
     h.fs.write(fh, 0, b"new".to_vec()).await.expect("write");
     h.fs.flush(fh).await.expect("flush");
     h.fs.release(fh).expect("release");
@@ -168,12 +200,16 @@ async fn a_blob_changed_remotely_is_not_overwritten_and_the_data_is_kept() {
     let h = harness();
     h.put("f", b"original").await;
     let ino = h.ino("f").await;
-    let fh = h.fs.open(ino, libc::O_RDWR).await.expect("open");
+    let (fh, _) = h.fs.open(ino, libc::O_RDWR).await.expect("open");
     h.fs.write(fh, 0, b"mine".to_vec()).await.expect("write");
     h.put("f", b"theirs").await;
     let err = h.fs.flush(fh).await.expect_err("conflict");
     assert_eq!(err.errno, libc::EIO);
-    assert!(err.message.contains("changed or created remotely"), "{}", err.message);
+    assert!(
+        err.message.contains("changed or created remotely"),
+        "{}",
+        err.message
+    );
     assert_eq!(h.blob("f").as_deref(), Some(&b"theirs"[..]));
     // The local copy survives the failed upload.
     let data = h.fs.read(fh, 0, 100).await.expect("read");
@@ -188,15 +224,26 @@ async fn mkdir_rmdir_and_enotempty() {
     let dir = h.fs.mkdir(ROOT_INO, OsStr::new("d")).await.expect("mkdir");
     assert_eq!(dir.kind, Kind::Dir);
     assert!(h.blob("d").is_some(), "marker blob written");
-    let err = h.fs.mkdir(ROOT_INO, OsStr::new("d")).await.expect_err("exists");
+    let err =
+        h.fs.mkdir(ROOT_INO, OsStr::new("d"))
+            .await
+            .expect_err("exists");
     assert_eq!(err.errno, libc::EEXIST);
     h.put("d/x", b"1").await;
-    let err = h.fs.rmdir(ROOT_INO, OsStr::new("d")).await.expect_err("not empty");
+    let err =
+        h.fs.rmdir(ROOT_INO, OsStr::new("d"))
+            .await
+            .expect_err("not empty");
     assert_eq!(err.errno, libc::ENOTEMPTY);
-    h.fs.unlink(h.ino("d").await, OsStr::new("x")).await.expect("unlink");
+    h.fs.unlink(h.ino("d").await, OsStr::new("x"))
+        .await
+        .expect("unlink");
     h.fs.rmdir(ROOT_INO, OsStr::new("d")).await.expect("rmdir");
     assert!(h.blob("d").is_none());
-    let err = h.fs.lookup(ROOT_INO, OsStr::new("d")).await.expect_err("gone");
+    let err =
+        h.fs.lookup(ROOT_INO, OsStr::new("d"))
+            .await
+            .expect_err("gone");
     assert_eq!(err.errno, libc::ENOENT);
 }
 
@@ -207,18 +254,39 @@ async fn rename_moves_files_and_directories() {
     h.put("dir/one", b"1").await;
     h.put("dir/sub/two", b"2").await;
     h.ino("a.txt").await;
-    h.fs.rename(ROOT_INO, OsStr::new("a.txt"), ROOT_INO, OsStr::new("b.txt"), 0).await.expect("rename file");
+    h.fs.rename(
+        ROOT_INO,
+        OsStr::new("a.txt"),
+        ROOT_INO,
+        OsStr::new("b.txt"),
+        0,
+    )
+    .await
+    .expect("rename file");
     assert_eq!(h.blob("a.txt"), None);
     assert_eq!(h.blob("b.txt").as_deref(), Some(&b"A"[..]));
     h.ino("dir").await;
-    h.fs.rename(ROOT_INO, OsStr::new("dir"), ROOT_INO, OsStr::new("moved"), 0).await.expect("rename dir");
+    h.fs.rename(
+        ROOT_INO,
+        OsStr::new("dir"),
+        ROOT_INO,
+        OsStr::new("moved"),
+        0,
+    )
+    .await
+    .expect("rename dir");
     assert_eq!(h.blob("moved/one").as_deref(), Some(&b"1"[..]));
     assert_eq!(h.blob("moved/sub/two").as_deref(), Some(&b"2"[..]));
     assert_eq!(h.blob("dir/one"), None);
     assert_eq!(h.read_all("moved/sub/two").await, b"2");
-    let err = h
-        .fs
-        .rename(ROOT_INO, OsStr::new("b.txt"), ROOT_INO, OsStr::new("moved"), 0)
+    let err =
+        h.fs.rename(
+            ROOT_INO,
+            OsStr::new("b.txt"),
+            ROOT_INO,
+            OsStr::new("moved"),
+            0,
+        )
         .await
         .expect_err("file over dir");
     assert_eq!(err.errno, libc::EISDIR);
@@ -230,22 +298,39 @@ async fn random_read_of_a_large_blob_fetches_only_what_it_touches() {
     let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     h.put("big", &data).await;
     let ino = h.ino("big").await;
-    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let (fh, _) = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
     // Let the open's head prefetch finish, then count only what the random reads cost.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = h.counts.get_bytes.load(Ordering::Relaxed);
     for offset in [40u64 << 20, 10 << 20, 60 << 20, 33 << 20] {
         let got = h.fs.read(fh, offset + 7, 4096).await.expect("read");
-        assert_eq!(got, &data[(offset + 7) as usize..(offset + 7) as usize + 4096]);
+        assert_eq!(
+            got,
+            &data[(offset + 7) as usize..(offset + 7) as usize + 4096]
+        );
     }
     let fetched = h.counts.get_bytes.load(Ordering::Relaxed) - before;
-    assert!(fetched <= 4 << 20, "fetched {fetched} bytes for 4 random 4 KiB reads");
+    assert!(
+        fetched <= 4 << 20,
+        "fetched {fetched} bytes for 4 random 4 KiB reads"
+    );
     // A read straddling a chunk boundary and the last partial chunk are byte-exact.
     let boundary = (1u64 << 20) * 5 - 10;
-    assert_eq!(h.fs.read(fh, boundary, 20).await.expect("read"), &data[boundary as usize..boundary as usize + 20]);
+    assert_eq!(
+        h.fs.read(fh, boundary, 20).await.expect("read"),
+        &data[boundary as usize..boundary as usize + 20]
+    );
     let tail = data.len() as u64 - 5;
-    assert_eq!(h.fs.read(fh, tail, 100).await.expect("read"), &data[tail as usize..]);
-    assert!(h.fs.read(fh, data.len() as u64 + 1, 10).await.expect("read").is_empty());
+    assert_eq!(
+        h.fs.read(fh, tail, 100).await.expect("read"),
+        &data[tail as usize..]
+    );
+    assert!(h
+        .fs
+        .read(fh, data.len() as u64 + 1, 10)
+        .await
+        .expect("read")
+        .is_empty());
     h.fs.release(fh).expect("release");
 }
 
@@ -254,7 +339,7 @@ async fn a_blob_replaced_mid_read_fails_with_estale_not_mixed_content() {
     let h = harness();
     h.put("f", &vec![1u8; 16 << 20]).await;
     let ino = h.ino("f").await;
-    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let (fh, _) = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.put("f", &vec![2u8; 16 << 20]).await;
     // The head was prefetched at open: still version 1.
@@ -270,8 +355,14 @@ async fn prefix_mounts_see_only_their_subtree() {
     let h = harness_with("team/data", 1 << 30);
     h.put("team/data/x.csv", b"a,b\n").await;
     h.put("team/other.txt", b"no").await;
-    assert_eq!(h.names(ROOT_INO).await, vec![("x.csv".to_string(), Kind::File)]);
-    let (_, fh) = h.fs.create(ROOT_INO, OsStr::new("y.csv"), libc::O_WRONLY).await.expect("create");
+    assert_eq!(
+        h.names(ROOT_INO).await,
+        vec![("x.csv".to_string(), Kind::File)]
+    );
+    let (_, fh) =
+        h.fs.create(ROOT_INO, OsStr::new("y.csv"), libc::O_WRONLY)
+            .await
+            .expect("create");
     h.fs.write(fh, 0, b"1".to_vec()).await.expect("write");
     h.fs.flush(fh).await.expect("flush");
     h.fs.release(fh).expect("release");
@@ -281,10 +372,15 @@ async fn prefix_mounts_see_only_their_subtree() {
 #[tokio::test]
 async fn large_files_are_uploaded_in_blocks() {
     let h = harness();
-    let (_, fh) = h.fs.create(ROOT_INO, OsStr::new("big"), libc::O_WRONLY).await.expect("create");
+    let (_, fh) =
+        h.fs.create(ROOT_INO, OsStr::new("big"), libc::O_WRONLY)
+            .await
+            .expect("create");
     let data: Vec<u8> = (0..(40u32 << 20)).map(|i| (i % 253) as u8).collect();
     for (i, piece) in data.chunks(1 << 20).enumerate() {
-        h.fs.write(fh, (i as u64) << 20, piece.to_vec()).await.expect("write");
+        h.fs.write(fh, (i as u64) << 20, piece.to_vec())
+            .await
+            .expect("write");
     }
     let puts_before = h.counts.snapshot().put;
     h.fs.flush(fh).await.expect("flush");

@@ -130,7 +130,10 @@ impl CachedBlob {
                         }
                     }
                 }
-                let prefetch = chunk_range(&(needed_chunks.end as u64 * CHUNK_SIZE..prefetch_end), chunks.len());
+                let prefetch = chunk_range(
+                    &(needed_chunks.end as u64 * CHUNK_SIZE..prefetch_end),
+                    chunks.len(),
+                );
                 for index in prefetch {
                     if matches!(chunks[index], ChunkState::Missing) {
                         chunks[index] = ChunkState::Fetching;
@@ -172,7 +175,8 @@ impl CachedBlob {
         let Some(source) = self.source() else {
             return Ok(());
         };
-        let range = chunks.start as u64 * CHUNK_SIZE..(chunks.end as u64 * CHUNK_SIZE).min(source.size);
+        let range =
+            chunks.start as u64 * CHUNK_SIZE..(chunks.end as u64 * CHUNK_SIZE).min(source.size);
         if range.is_empty() {
             return Ok(());
         }
@@ -197,7 +201,8 @@ impl CachedBlob {
                 ),
             ));
         }
-        self.write_at_blocking(data.to_vec(), range.start, &source.name).await
+        self.write_at_blocking(data.to_vec(), range.start, &source.name)
+            .await
     }
 
     async fn write_at_blocking(&self, data: Vec<u8>, offset: u64, what: &str) -> FsResult<()> {
@@ -218,7 +223,9 @@ impl CachedBlob {
         let mut buf = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
-            let n = self.file.read_at(&mut buf[filled..], offset + filled as u64)?;
+            let n = self
+                .file
+                .read_at(&mut buf[filled..], offset + filled as u64)?;
             if n == 0 {
                 break;
             }
@@ -375,7 +382,11 @@ impl ContentCache {
         self.dir.join("lost+found")
     }
 
-    fn new_blob(&self, source: Option<RemoteVersion>, size: u64) -> std::io::Result<Arc<CachedBlob>> {
+    fn new_blob(
+        &self,
+        source: Option<RemoteVersion>,
+        size: u64,
+    ) -> std::io::Result<Arc<CachedBlob>> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.join(format!("{id}.data"));
         let file = OpenOptions::new()
@@ -405,7 +416,9 @@ impl ContentCache {
     pub fn open_remote(&self, version: RemoteVersion) -> std::io::Result<Arc<CachedBlob>> {
         let mut index = lock(&self.index);
         if let Some(existing) = index.by_name.get(&version.name) {
-            if existing.source().is_some_and(|s| s.etag == version.etag && s.size == version.size)
+            if existing
+                .source()
+                .is_some_and(|s| s.etag == version.etag && s.size == version.size)
             {
                 let existing = Arc::clone(existing);
                 index.idle.pop(&version.name);
@@ -433,7 +446,11 @@ impl ContentCache {
     /// The file is no longer open: keep it for reuse, evictable.
     pub fn release(&self, name: &str, blob: &Arc<CachedBlob>) {
         let mut index = lock(&self.index);
-        if index.by_name.get(name).is_some_and(|b| Arc::ptr_eq(b, blob)) {
+        if index
+            .by_name
+            .get(name)
+            .is_some_and(|b| Arc::ptr_eq(b, blob))
+        {
             index.idle.put(name.to_string(), ());
             self.make_room(&mut index, 0);
         }
@@ -524,7 +541,10 @@ fn recover_leftovers(dir: &Path) -> std::io::Result<()> {
             let name = std::fs::read_to_string(&path).unwrap_or_default();
             let target_dir = dir.join("lost+found");
             std::fs::create_dir_all(&target_dir)?;
-            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let target = target_dir.join(format!("previous-{stem}-{}", sanitize(&name)));
             if data.exists() {
                 std::fs::rename(&data, &target)?;

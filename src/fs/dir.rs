@@ -58,7 +58,8 @@ impl Fs {
             Some(entries) if offset > 0 => entries,
             _ => {
                 let entries = Arc::new(self.list_dir(handle.ino).await?);
-                *handle.entries.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&entries));
+                *handle.entries.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Arc::clone(&entries));
                 entries
             }
         };
@@ -85,7 +86,8 @@ impl Fs {
             for common in &page.prefixes {
                 let segment = common[prefix.len()..].trim_end_matches('/');
                 if self.accept(segment, common) {
-                    self.attrs.insert(&name::join(&info.key, segment), Remote::Dir);
+                    self.attrs
+                        .insert(&name::join(&info.key, segment), Remote::Dir);
                     kinds.insert(segment.to_string(), Kind::Dir);
                 }
             }
@@ -114,14 +116,26 @@ impl Fs {
             kinds.entry(local).or_insert(Kind::File);
         }
         let mut entries = Vec::with_capacity(kinds.len() + 2);
-        entries.push(DirEntry { name: ".".into(), kind: Kind::Dir, ino });
-        entries.push(DirEntry { name: "..".into(), kind: Kind::Dir, ino });
+        entries.push(DirEntry {
+            name: ".".into(),
+            kind: Kind::Dir,
+            ino,
+        });
+        entries.push(DirEntry {
+            name: "..".into(),
+            kind: Kind::Dir,
+            ino,
+        });
         for (segment, kind) in kinds {
             let ino = match self.inodes.child(ino, &segment) {
                 Some(child) => child.ino,
                 None => stand_in_ino(&info.key, &segment),
             };
-            entries.push(DirEntry { name: segment, kind, ino });
+            entries.push(DirEntry {
+                name: segment,
+                kind,
+                ino,
+            });
         }
         Ok(entries)
     }

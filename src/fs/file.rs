@@ -89,7 +89,10 @@ impl Fs {
     fn file_inode(&self, ino: u64) -> FsResult<InodeInfo> {
         let info = self.inode(ino)?;
         if info.kind == Kind::Dir {
-            return Err(FsError::expected(libc::EISDIR, format!("'{}' is a directory", info.key)));
+            return Err(FsError::expected(
+                libc::EISDIR,
+                format!("'{}' is a directory", info.key),
+            ));
         }
         Ok(info)
     }
@@ -102,7 +105,10 @@ impl Fs {
         let remote = match self.resolve(&info.key).await? {
             Remote::File(blob) => blob,
             Remote::Dir => {
-                return Err(FsError::expected(libc::EISDIR, format!("'{}' is a directory", info.key)))
+                return Err(FsError::expected(
+                    libc::EISDIR,
+                    format!("'{}' is a directory", info.key),
+                ))
             }
             Remote::Absent => return Err(FsError::not_found(&info.key)),
         };
@@ -125,7 +131,9 @@ impl Fs {
         Ok(self.inodes.attach_file(info.ino, file))
     }
 
-    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+    /// Opens a file; returns the handle and whether the kernel may keep the pages it cached
+    /// from an earlier open (same ETag, no local changes since).
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let mode = OpenMode::from_flags(flags);
         if mode.write {
             self.check_writable()?;
@@ -143,13 +151,28 @@ impl Fs {
             let (blob, size) = file.snapshot();
             let content = Arc::clone(&self.content);
             tokio::spawn(async move {
-                let _ = blob.ensure(&content, 0..0, size.min(INITIAL_READAHEAD)).await;
+                let _ = blob
+                    .ensure(&content, 0..0, size.min(INITIAL_READAHEAD))
+                    .await;
             });
         }
-        Ok(self.handles.insert(FileHandle::new(ino, file, mode.write)))
+        let clean_version = {
+            let state = file.state();
+            (!state.dirty).then(|| state.base_etag.clone()).flatten()
+        };
+        let keep_cache = self.inodes.swap_cached_version(ino, clean_version);
+        Ok((
+            self.handles.insert(FileHandle::new(ino, file, mode.write)),
+            keep_cache,
+        ))
     }
 
-    pub async fn create(&self, parent: u64, name: &std::ffi::OsStr, flags: i32) -> FsResult<(Stat, u64)> {
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        flags: i32,
+    ) -> FsResult<(Stat, u64)> {
         self.check_writable()?;
         let segment = name::segment_from_os(name)?;
         let parent_info = self.dir_inode(parent)?;
@@ -166,7 +189,8 @@ impl Fs {
             .content
             .create_local(&key)
             .map_err(|e| FsError::from_io("creating", &key, e))?;
-        blob.mark_dirty(&key).map_err(|e| FsError::from_io("creating", &key, e))?;
+        blob.mark_dirty(&key)
+            .map_err(|e| FsError::from_io("creating", &key, e))?;
         let is_new = base_etag.is_none();
         let file = OpenFile::new(FileState {
             blob,
@@ -194,9 +218,12 @@ impl Fs {
             return Ok(Vec::new());
         }
         let end = (offset + u64::from(size)).min(file_size);
-        let window = handle.read_pattern(|p: &mut ReadPattern| p.next(offset, end, INITIAL_READAHEAD, MAX_READAHEAD));
+        let window = handle.read_pattern(|p: &mut ReadPattern| {
+            p.next(offset, end, INITIAL_READAHEAD, MAX_READAHEAD)
+        });
         let prefetch_end = (end + window).min(file_size);
-        blob.ensure(&self.content, offset..end, prefetch_end).await?;
+        blob.ensure(&self.content, offset..end, prefetch_end)
+            .await?;
         let key = self.inode(handle.ino).map(|i| i.key).unwrap_or_default();
         let len = (end - offset) as usize;
         tokio::task::spawn_blocking(move || blob.read_at(offset, len))
@@ -241,7 +268,8 @@ impl Fs {
             blob.detach_from_remote();
         }
         if !dirty {
-            blob.mark_dirty(key).map_err(|e| FsError::from_io("writing", key, e))?;
+            blob.mark_dirty(key)
+                .map_err(|e| FsError::from_io("writing", key, e))?;
         }
         Ok(())
     }
@@ -264,7 +292,8 @@ impl Fs {
         }
         self.make_local(&info.key, file).await?;
         let blob = Arc::clone(&file.state().blob);
-        blob.set_len(size).map_err(|e| FsError::from_io("truncating", &info.key, e))?;
+        blob.set_len(size)
+            .map_err(|e| FsError::from_io("truncating", &info.key, e))?;
         let mut state = file.state();
         state.size = size;
         state.mtime = SystemTime::now();
@@ -352,6 +381,9 @@ impl Fs {
             size,
         });
         self.inodes.set_local_only(info.ino, false);
+        // The kernel's pages were written through us: they are this new version.
+        self.inodes
+            .swap_cached_version(info.ino, Some(written.etag.clone()));
         self.attrs.insert(
             &info.key,
             Remote::File(BlobInfo {

@@ -28,6 +28,9 @@ struct Inode {
     file: Option<Arc<OpenFile>>,
     /// Open file handles on this inode.
     handles: u32,
+    /// The version whose pages the kernel may still cache for this inode (see
+    /// [`InodeTable::swap_cached_version`]).
+    kernel_cached_etag: Option<String>,
     /// Removed from its directory (unlinked, replaced) while the kernel still knew it.
     detached: bool,
 }
@@ -66,6 +69,7 @@ impl InodeTable {
             lookups: 1,
             file: None,
             handles: 0,
+            kernel_cached_etag: None,
             detached: false,
         };
         InodeTable {
@@ -118,7 +122,8 @@ impl InodeTable {
     /// The blob name an entry `segment` of directory `parent` has.
     pub fn child_key(&self, parent: u64, segment: &str) -> Option<String> {
         let tables = self.lock();
-        self.key_of(&tables, parent).map(|k| name::join(&k, segment))
+        self.key_of(&tables, parent)
+            .map(|k| name::join(&k, segment))
     }
 
     /// The inode of `segment` in `parent`, if the table knows it.
@@ -153,6 +158,7 @@ impl InodeTable {
                 lookups: 1,
                 file: None,
                 handles: 0,
+                kernel_cached_etag: None,
                 detached: false,
             },
         );
@@ -226,6 +232,19 @@ impl InodeTable {
             }
         }
         true
+    }
+
+    /// Records that the kernel's page cache now holds version `etag` of the inode's content,
+    /// and tells whether it held that same version before: then the pages may be kept on open
+    /// (`FOPEN_KEEP_CACHE`), otherwise they must be dropped.
+    pub fn swap_cached_version(&self, ino: u64, etag: Option<String>) -> bool {
+        let mut tables = self.lock();
+        let Some(inode) = tables.inodes.get_mut(&ino) else {
+            return false;
+        };
+        let same = etag.is_some() && inode.kernel_cached_etag == etag;
+        inode.kernel_cached_etag = etag;
+        same
     }
 
     /// Drops the open-file state of an inode nobody has open (after a final upload).
@@ -343,9 +362,15 @@ mod tests {
         let table = InodeTable::new("pre");
         let dir = table.lookup_child(ROOT_INO, "a", Kind::Dir);
         let file = table.lookup_child(dir, "f.txt", Kind::File);
-        assert_eq!(table.get(file).map(|i| i.key), Some("pre/a/f.txt".to_string()));
+        assert_eq!(
+            table.get(file).map(|i| i.key),
+            Some("pre/a/f.txt".to_string())
+        );
         table.rename(ROOT_INO, "a", ROOT_INO, "b");
-        assert_eq!(table.get(file).map(|i| i.key), Some("pre/b/f.txt".to_string()));
+        assert_eq!(
+            table.get(file).map(|i| i.key),
+            Some("pre/b/f.txt".to_string())
+        );
         assert!(table.child(ROOT_INO, "a").is_none());
     }
 

@@ -120,7 +120,10 @@ impl Fs {
     pub(crate) fn dir_inode(&self, ino: u64) -> FsResult<InodeInfo> {
         let info = self.inode(ino)?;
         if info.kind != Kind::Dir {
-            return Err(FsError::expected(libc::ENOTDIR, format!("'{}' is not a directory", info.key)));
+            return Err(FsError::expected(
+                libc::ENOTDIR,
+                format!("'{}' is not a directory", info.key),
+            ));
         }
         Ok(info)
     }
@@ -132,7 +135,11 @@ impl Fs {
             kind,
             size,
             mtime,
-            perm: if kind == Kind::Dir { p.dir_mode } else { p.file_mode },
+            perm: if kind == Kind::Dir {
+                p.dir_mode
+            } else {
+                p.file_mode
+            },
             uid: p.uid,
             gid: p.gid,
         }
@@ -144,7 +151,9 @@ impl Fs {
 
     fn remote_stat(&self, ino: u64, remote: &Remote) -> Option<Stat> {
         match remote {
-            Remote::File(blob) => Some(self.make_stat(ino, Kind::File, blob.size, blob.last_modified)),
+            Remote::File(blob) => {
+                Some(self.make_stat(ino, Kind::File, blob.size, blob.last_modified))
+            }
             Remote::Dir => Some(self.dir_stat(ino)),
             Remote::Absent => None,
         }
@@ -250,7 +259,9 @@ impl Fs {
                     let blob = Arc::clone(&file.state().blob);
                     match self.content.keep_unsaved(&info.key, &blob) {
                         Ok(path) => error!(blob = %info.key, kept_at = %path.display(), "{err}"),
-                        Err(io) => error!(blob = %info.key, "{err}; saving it to lost+found failed too: {io}"),
+                        Err(io) => {
+                            error!(blob = %info.key, "{err}; saving it to lost+found failed too: {io}")
+                        }
                     }
                 }
             }

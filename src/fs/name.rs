@@ -40,7 +40,10 @@ pub fn segment_from_os(name: &OsStr) -> FsResult<&str> {
         ));
     }
     if !is_valid_segment(name) {
-        return Err(FsError::expected(libc::EINVAL, format!("'{name}' cannot be a blob name")));
+        return Err(FsError::expected(
+            libc::EINVAL,
+            format!("'{name}' cannot be a blob name"),
+        ));
     }
     Ok(name)
 }

@@ -26,7 +26,12 @@ impl Fs {
         let segment = name::segment_from_os(name)?;
         let parent_info = self.dir_inode(parent)?;
         let key = name::join(&parent_info.key, segment);
-        if self.resolve_fresh(&key).await? != Remote::Absent || self.inodes.child(parent, segment).is_some_and(|c| c.file.is_some()) {
+        if self.resolve_fresh(&key).await? != Remote::Absent
+            || self
+                .inodes
+                .child(parent, segment)
+                .is_some_and(|c| c.file.is_some())
+        {
             return Err(FsError::expected(libc::EEXIST, format!("'{key}' exists")));
         }
         self.store
@@ -43,9 +48,18 @@ impl Fs {
         let segment = name::segment_from_os(name)?;
         let parent_info = self.dir_inode(parent)?;
         let key = name::join(&parent_info.key, segment);
-        let local_only = self.inodes.local_only_children(parent).iter().any(|n| n == segment);
+        let local_only = self
+            .inodes
+            .local_only_children(parent)
+            .iter()
+            .any(|n| n == segment);
         match self.resolve_fresh(&key).await? {
-            Remote::Dir => return Err(FsError::expected(libc::EISDIR, format!("'{key}' is a directory"))),
+            Remote::Dir => {
+                return Err(FsError::expected(
+                    libc::EISDIR,
+                    format!("'{key}' is a directory"),
+                ))
+            }
             Remote::Absent if !local_only => return Err(FsError::not_found(&key)),
             Remote::Absent => {}
             Remote::File(_) => match self.store.delete(&key).await {
@@ -67,7 +81,12 @@ impl Fs {
         let key = name::join(&parent_info.key, segment);
         let known = self.inodes.child(parent, segment);
         match self.resolve_fresh(&key).await? {
-            Remote::File(_) => return Err(FsError::expected(libc::ENOTDIR, format!("'{key}' is not a directory"))),
+            Remote::File(_) => {
+                return Err(FsError::expected(
+                    libc::ENOTDIR,
+                    format!("'{key}' is not a directory"),
+                ))
+            }
             // A directory that existed only through its last entry vanishes with it; removing
             // it is then already done.
             Remote::Absent if known.as_ref().is_some_and(|c| c.kind == Kind::Dir) => {}
@@ -75,7 +94,10 @@ impl Fs {
             Remote::Dir => {
                 if let Some(child) = &known {
                     if !self.inodes.local_only_children(child.ino).is_empty() {
-                        return Err(FsError::expected(libc::ENOTEMPTY, format!("'{key}' is not empty")));
+                        return Err(FsError::expected(
+                            libc::ENOTEMPTY,
+                            format!("'{key}' is not empty"),
+                        ));
                     }
                 }
                 let below = self
@@ -84,12 +106,17 @@ impl Fs {
                     .await
                     .map_err(|e| FsError::from_store("listing", &key, e))?;
                 if !below.blobs.is_empty() || !below.prefixes.is_empty() {
-                    return Err(FsError::expected(libc::ENOTEMPTY, format!("'{key}' is not empty")));
+                    return Err(FsError::expected(
+                        libc::ENOTEMPTY,
+                        format!("'{key}' is not empty"),
+                    ));
                 }
                 match self.store.delete(&key).await {
                     Ok(()) => {}
                     Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(FsError::from_store("deleting directory marker", &key, e)),
+                    Err(e) => {
+                        return Err(FsError::from_store("deleting directory marker", &key, e))
+                    }
                 }
             }
         }
@@ -108,7 +135,10 @@ impl Fs {
     ) -> FsResult<()> {
         self.check_writable()?;
         if flags & libc::RENAME_EXCHANGE != 0 {
-            return Err(FsError::expected(libc::EINVAL, "exchanging two names is not supported"));
+            return Err(FsError::expected(
+                libc::EINVAL,
+                "exchanging two names is not supported",
+            ));
         }
         let segment = name::segment_from_os(name)?;
         let new_segment = name::segment_from_os(new_name)?;
@@ -117,7 +147,11 @@ impl Fs {
         if from == to {
             return Ok(());
         }
-        let local_only = self.inodes.local_only_children(parent).iter().any(|n| n == segment);
+        let local_only = self
+            .inodes
+            .local_only_children(parent)
+            .iter()
+            .any(|n| n == segment);
         let source = self.resolve_fresh(&from).await?;
         let target = self.resolve_fresh(&to).await?;
         if flags & libc::RENAME_NOREPLACE != 0 && target != Remote::Absent {
@@ -126,10 +160,16 @@ impl Fs {
         match (&source, &target) {
             (Remote::Absent, _) if !local_only => return Err(FsError::not_found(&from)),
             (Remote::Dir, Remote::File(_)) => {
-                return Err(FsError::expected(libc::ENOTDIR, format!("'{to}' is not a directory")))
+                return Err(FsError::expected(
+                    libc::ENOTDIR,
+                    format!("'{to}' is not a directory"),
+                ))
             }
             (Remote::File(_) | Remote::Absent, Remote::Dir) => {
-                return Err(FsError::expected(libc::EISDIR, format!("'{to}' is a directory")))
+                return Err(FsError::expected(
+                    libc::EISDIR,
+                    format!("'{to}' is a directory"),
+                ))
             }
             _ => {}
         }
@@ -193,10 +233,16 @@ impl Fs {
                 .await
                 .map_err(|e| FsError::from_store("listing", to, e))?;
             if !below.blobs.is_empty() || !below.prefixes.is_empty() {
-                return Err(FsError::expected(libc::ENOTEMPTY, format!("'{to}' is not empty")));
+                return Err(FsError::expected(
+                    libc::ENOTEMPTY,
+                    format!("'{to}' is not empty"),
+                ));
             }
         }
-        if self.inodes.open_files().iter().any(|f| f.key.starts_with(&name::dir_prefix(from)) && f.file.as_ref().is_some_and(|s| s.is_dirty())) {
+        if self.inodes.open_files().iter().any(|f| {
+            f.key.starts_with(&name::dir_prefix(from))
+                && f.file.as_ref().is_some_and(|s| s.is_dirty())
+        }) {
             return Err(FsError::expected(
                 libc::EBUSY,
                 format!("'{from}' holds files with changes not uploaded yet; close them first"),

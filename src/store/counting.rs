@@ -115,7 +115,9 @@ impl<S: BlobStore> BlobStore for CountingStore<S> {
         max_results: u32,
     ) -> StoreResult<ListPage> {
         bump(&self.counts.list, 1);
-        self.inner.list(prefix, delimiter, marker, max_results).await
+        self.inner
+            .list(prefix, delimiter, marker, max_results)
+            .await
     }
 
     async fn properties(&self, name: &str) -> StoreResult<BlobInfo> {

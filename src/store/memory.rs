@@ -133,8 +133,10 @@ impl BlobStore for MemoryStore {
                 break;
             }
             let rest = &name[prefix.len()..];
-            let folded = delimiter
-                .and_then(|d| rest.find(d).map(|i| format!("{prefix}{}", &rest[..i + d.len()])));
+            let folded = delimiter.and_then(|d| {
+                rest.find(d)
+                    .map(|i| format!("{prefix}{}", &rest[..i + d.len()]))
+            });
             if let Some(common) = &folded {
                 if page.prefixes.last() == Some(common) {
                     continue;
@@ -223,7 +225,9 @@ impl BlobStore for MemoryStore {
             }
         }
         let result = self.write(name, Bytes::from(data), false, condition)?;
-        self.lock().staged_blocks.retain(|(blob, _), _| blob != name);
+        self.lock()
+            .staged_blocks
+            .retain(|(blob, _), _| blob != name);
         Ok(result)
     }
 
@@ -258,7 +262,10 @@ mod tests {
     async fn delimited_listing_pages_fold_prefixes_once() {
         let store = MemoryStore::new();
         for name in ["a/1", "a/2", "b", "c/x/y", "d"] {
-            store.put(name, Bytes::from_static(b"x"), &WriteCondition::None).await.unwrap();
+            store
+                .put(name, Bytes::from_static(b"x"), &WriteCondition::None)
+                .await
+                .unwrap();
         }
         let mut names = Vec::new();
         let mut marker = None;
@@ -278,12 +285,30 @@ mod tests {
     #[tokio::test]
     async fn conditions_are_enforced() {
         let store = MemoryStore::new();
-        let first = store.put("f", Bytes::from_static(b"1"), &WriteCondition::DoesNotExist).await.unwrap();
-        let again = store.put("f", Bytes::from_static(b"2"), &WriteCondition::DoesNotExist).await;
+        let first = store
+            .put("f", Bytes::from_static(b"1"), &WriteCondition::DoesNotExist)
+            .await
+            .unwrap();
+        let again = store
+            .put("f", Bytes::from_static(b"2"), &WriteCondition::DoesNotExist)
+            .await;
         assert!(matches!(again, Err(StoreError::AlreadyExists { .. })));
-        let stale = store.put("f", Bytes::from_static(b"2"), &WriteCondition::Matches("\"old\"".into())).await;
+        let stale = store
+            .put(
+                "f",
+                Bytes::from_static(b"2"),
+                &WriteCondition::Matches("\"old\"".into()),
+            )
+            .await;
         assert!(matches!(stale, Err(StoreError::PreconditionFailed { .. })));
-        store.put("f", Bytes::from_static(b"2"), &WriteCondition::Matches(first.etag)).await.unwrap();
+        store
+            .put(
+                "f",
+                Bytes::from_static(b"2"),
+                &WriteCondition::Matches(first.etag),
+            )
+            .await
+            .unwrap();
         assert_eq!(store.content("f").unwrap(), Bytes::from_static(b"2"));
     }
 }

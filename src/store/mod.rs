@@ -187,7 +187,12 @@ impl Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Credentials({}, account={:?}, secret redacted)", self.kind(), self.account())
+        write!(
+            f,
+            "Credentials({}, account={:?}, secret redacted)",
+            self.kind(),
+            self.account()
+        )
     }
 }
 
