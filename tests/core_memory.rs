@@ -390,3 +390,71 @@ async fn large_files_are_uploaded_in_blocks() {
     assert_eq!(h.blob("big").map(|b| b.len()), Some(data.len()));
     assert!(h.blob("big").is_some_and(|b| b == data));
 }
+
+#[tokio::test]
+async fn cached_content_is_reused_by_the_next_mount_while_the_etag_matches() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i % 241) as u8).collect();
+    store
+        .put("f.bin", Bytes::from(data.clone()), &WriteCondition::None)
+        .await
+        .expect("put");
+    store
+        .put("g.bin", Bytes::from_static(b"old"), &WriteCondition::None)
+        .await
+        .expect("put");
+    let mount = || {
+        let dyn_store: Arc<dyn BlobStore> = store.clone();
+        let content = ContentCache::new(cache.path().join("data"), 1 << 30, Arc::clone(&dyn_store))
+            .expect("cache");
+        Fs::new(
+            dyn_store,
+            "",
+            Arc::new(content),
+            AttrCache::new(Duration::from_secs(60), Duration::from_secs(5)),
+            Presentation {
+                uid: 0,
+                gid: 0,
+                file_mode: 0o644,
+                dir_mode: 0o755,
+                read_only: false,
+            },
+        )
+    };
+    let first = mount();
+    assert_eq!(read_whole(&first, "f.bin", 4 << 20).await, data);
+    assert_eq!(read_whole(&first, "g.bin", 10).await, b"old");
+    first.shutdown().await;
+    drop(first);
+
+    store
+        .put("g.bin", Bytes::from_static(b"new!"), &WriteCondition::None)
+        .await
+        .expect("put");
+    let second = mount();
+    let before = store.counts().get_bytes.load(Ordering::Relaxed);
+    assert_eq!(read_whole(&second, "f.bin", 4 << 20).await, data);
+    assert_eq!(
+        store.counts().get_bytes.load(Ordering::Relaxed),
+        before,
+        "an unchanged blob is served from the previous mount's cache"
+    );
+    assert_eq!(
+        read_whole(&second, "g.bin", 10).await,
+        b"new!",
+        "a changed blob is fetched again"
+    );
+}
+
+async fn read_whole(fs: &Fs, name: &str, len: u32) -> Vec<u8> {
+    let ino = fs
+        .lookup(ROOT_INO, OsStr::new(name))
+        .await
+        .expect("lookup")
+        .ino;
+    let (fh, _) = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let got = fs.read(fh, 0, len).await.expect("read");
+    fs.release(fh).expect("release");
+    got
+}

@@ -11,22 +11,24 @@
 //! and are evicted least-recently-used first when the cache exceeds its byte budget. Open and
 //! dirty blobs are never evicted: only idle ones are in the LRU list.
 //!
-//! Dirty state survives a crash: a blob with local changes not yet uploaded has a `.dirty`
-//! sidecar naming it. At start-up such files are moved to `lost+found/` (never deleted) and
-//! everything else left over is removed.
+//! Cached content outlives the mount, and dirty content outlives a crash: see [`persist`] for
+//! the files beside each data file and what a new mount does with them.
+//!
+//! [`persist`]: crate::cache::persist
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 use tokio::sync::{Notify, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::cache::persist::{self, Sidecar};
 use crate::error::{FsError, FsResult};
 use crate::store::BlobStore;
 
@@ -63,6 +65,8 @@ pub struct CachedBlob {
     source: Mutex<Option<RemoteVersion>>,
     chunks: Mutex<Vec<ChunkState>>,
     changed: Notify,
+    /// Set when the mount ends: the file stays for the next mount instead of being removed.
+    keep_on_disk: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -276,21 +280,43 @@ impl CachedBlob {
         &self.file
     }
 
-    fn dirty_marker(&self) -> PathBuf {
-        self.path.with_extension("dirty")
-    }
-
     /// Records on disk that this file holds changes not yet uploaded to `name`, so a crash
-    /// does not lose them (see the module docs).
+    /// does not lose them; its reuse metadata goes, as it no longer describes the content.
     pub fn mark_dirty(&self, name: &str) -> std::io::Result<()> {
-        std::fs::write(self.dirty_marker(), name.as_bytes())
+        std::fs::write(persist::dirty_path(&self.path), name.as_bytes())?;
+        remove_if_present(&persist::meta_path(&self.path))
     }
 
     pub fn mark_clean(&self) -> std::io::Result<()> {
-        match std::fs::remove_file(self.dirty_marker()) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        remove_if_present(&persist::dirty_path(&self.path))
+    }
+
+    fn is_marked_dirty(&self) -> bool {
+        persist::dirty_path(&self.path).exists()
+    }
+
+    /// Writes the reuse metadata (remote version and present chunks) beside the data, for a
+    /// later mount. Content that is local-only (dirty, or never uploaded) gets none.
+    fn save_sidecar(&self) -> std::io::Result<()> {
+        let Some(source) = self.source() else {
+            return Ok(());
+        };
+        if self.is_marked_dirty() {
+            return Ok(());
         }
+        let mut present: Vec<(usize, usize)> = Vec::new();
+        for (index, state) in lock(&self.chunks).iter().enumerate() {
+            if matches!(state, ChunkState::Present) {
+                match present.last_mut() {
+                    Some(run) if run.1 == index => run.1 += 1,
+                    _ => present.push((index, index + 1)),
+                }
+            }
+        }
+        persist::save(
+            &self.path,
+            &Sidecar::new(source.name, source.etag, source.size, present),
+        )
     }
 
     pub fn id(&self) -> u64 {
@@ -298,13 +324,22 @@ impl CachedBlob {
     }
 }
 
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 impl Drop for CachedBlob {
     fn drop(&mut self) {
-        // A blob that is still dirty when dropped (upload failed until the end) keeps its file:
-        // the shutdown path moved it to lost+found already, or it stays for the next start.
-        if !self.dirty_marker().exists() {
-            let _ = std::fs::remove_file(&self.path);
+        // Kept: for the next mount (clean), or for recovery (still dirty: the shutdown path
+        // saved it to lost+found already, or the next start does).
+        if self.keep_on_disk.load(Ordering::Relaxed) || self.is_marked_dirty() {
+            return;
         }
+        let _ = std::fs::remove_file(persist::meta_path(&self.path));
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -358,20 +393,53 @@ impl ContentCache {
     /// left there (see the module docs).
     pub fn new(dir: PathBuf, budget: u64, store: Arc<dyn BlobStore>) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
-        recover_leftovers(&dir)?;
-        Ok(ContentCache {
+        let recovered = persist::recover(&dir, &dir.join("lost+found"))?;
+        let mut index = Index {
+            by_name: HashMap::new(),
+            idle: LruCache::unbounded(),
+        };
+        let mut next_id = 1;
+        for found in recovered {
+            next_id = next_id.max(found.id + 1);
+            let name = found.sidecar.name.clone();
+            match reopen(found) {
+                Ok(blob) => {
+                    index.by_name.insert(name.clone(), blob);
+                    index.idle.put(name, ());
+                }
+                Err(err) => warn!(blob = %name, "cannot reuse cached content: {err}"),
+            }
+        }
+        if !index.by_name.is_empty() {
+            info!(
+                blobs = index.by_name.len(),
+                "reusing cached content from a previous mount"
+            );
+        }
+        let cache = ContentCache {
             dir,
             budget,
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(next_id),
             context: FetchContext {
                 store,
                 slots: Arc::new(Semaphore::new(MAX_PARALLEL_FETCHES)),
             },
-            index: Mutex::new(Index {
-                by_name: HashMap::new(),
-                idle: LruCache::unbounded(),
-            }),
-        })
+            index: Mutex::new(index),
+        };
+        cache.make_room(&mut lock(&cache.index), 0);
+        Ok(cache)
+    }
+
+    /// The mount ends: keep every clean cached blob, with its metadata, for the next one.
+    pub fn persist(&self) {
+        for (name, blob) in lock(&self.index).by_name.iter() {
+            match blob.save_sidecar() {
+                Ok(()) => blob.keep_on_disk.store(true, Ordering::Relaxed),
+                Err(err) => {
+                    warn!(blob = %name, "cannot keep cached content for the next mount: {err}")
+                }
+            }
+        }
     }
 
     fn fetch_context(&self) -> FetchContext {
@@ -408,6 +476,7 @@ impl ContentCache {
             source: Mutex::new(source),
             chunks: Mutex::new(vec![state; chunk_count(size)]),
             changed: Notify::new(),
+            keep_on_disk: AtomicBool::new(false),
         }))
     }
 
@@ -510,7 +579,7 @@ impl ContentCache {
     pub fn keep_unsaved(&self, name: &str, blob: &CachedBlob) -> std::io::Result<PathBuf> {
         let dir = self.lost_and_found();
         std::fs::create_dir_all(&dir)?;
-        let target = dir.join(format!("{}-{}", blob.id(), sanitize(name)));
+        let target = dir.join(format!("{}-{}", blob.id(), persist::safe_file_name(name)));
         std::fs::hard_link(blob.path(), &target)?;
         std::fs::write(target.with_extension("blobname"), name)?;
         // The link in lost+found is the copy now; the cache file may go.
@@ -524,47 +593,39 @@ fn disk_usage(file: &File) -> u64 {
     file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)
 }
 
-/// A file name for blob `name` that is safe in one directory.
-fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
-        .take(200)
-        .collect()
-}
-
-/// Moves files with unsaved changes from a previous run to lost+found and removes the rest.
-fn recover_leftovers(dir: &Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "dirty") {
-            let data = path.with_extension("data");
-            let name = std::fs::read_to_string(&path).unwrap_or_default();
-            let target_dir = dir.join("lost+found");
-            std::fs::create_dir_all(&target_dir)?;
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let target = target_dir.join(format!("previous-{stem}-{}", sanitize(&name)));
-            if data.exists() {
-                std::fs::rename(&data, &target)?;
-                std::fs::write(target.with_extension("blobname"), &name)?;
-                warn!(
-                    blob = %name,
-                    kept_at = %target.display(),
-                    "a previous run ended with changes to this blob not uploaded; the local copy is kept"
-                );
-            }
-            std::fs::remove_file(&path)?;
+/// Opens a data file found at start-up with the chunk map its sidecar describes.
+fn reopen(found: persist::Recovered) -> std::io::Result<Arc<CachedBlob>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&found.data)?;
+    let Sidecar {
+        name,
+        etag,
+        size,
+        present,
+        ..
+    } = found.sidecar;
+    if file.metadata()?.len() != size {
+        return Err(std::io::Error::other(
+            "data file size does not match its metadata",
+        ));
+    }
+    let mut chunks = vec![ChunkState::Missing; chunk_count(size)];
+    for (start, end) in present {
+        for state in chunks.iter_mut().take(end).skip(start) {
+            *state = ChunkState::Present;
         }
     }
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_file() {
-            std::fs::remove_file(&path)?;
-        }
-    }
-    Ok(())
+    Ok(Arc::new(CachedBlob {
+        id: found.id,
+        file,
+        path: found.data,
+        source: Mutex::new(Some(RemoteVersion { name, etag, size })),
+        chunks: Mutex::new(chunks),
+        changed: Notify::new(),
+        keep_on_disk: AtomicBool::new(false),
+    }))
 }
 
 #[cfg(test)]

@@ -243,8 +243,9 @@ impl Fs {
         self.inodes.forget(ino, count);
     }
 
-    /// Uploads every file still dirty (the last chance before the process exits). Files that
-    /// still fail are kept in the cache's lost+found, and the count of those is returned.
+    /// Uploads every file still dirty (the last chance before the process exits) and keeps
+    /// the clean cached content for the next mount. Files that still fail to upload are kept
+    /// in the cache's lost+found, and the count of those is returned.
     pub async fn shutdown(&self) -> usize {
         let mut unsaved = 0;
         for info in self.inodes.open_files() {
@@ -269,6 +270,7 @@ impl Fs {
         if unsaved == 0 {
             info!("all changes uploaded");
         }
+        self.content.persist();
         unsaved
     }
 }
