@@ -6,16 +6,17 @@
 //! and a slow blob does not stall `ls` or reads of other files. Errors are logged here, once,
 //! at their severity, and answered with their errno.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
@@ -32,11 +33,19 @@ const PREFERRED_IO_SIZE: u32 = 128 << 10;
 pub struct FuseAdaptor {
     fs: Arc<Fs>,
     runtime: Handle,
+    /// Set in `init` when the kernel accepts FUSE passthrough and it was not disabled.
+    passthrough: Option<Arc<Passthrough>>,
+    allow_passthrough: bool,
 }
 
 impl FuseAdaptor {
-    pub fn new(fs: Arc<Fs>, runtime: Handle) -> Self {
-        FuseAdaptor { fs, runtime }
+    pub fn new(fs: Arc<Fs>, runtime: Handle, allow_passthrough: bool) -> Self {
+        FuseAdaptor {
+            fs,
+            runtime,
+            passthrough: None,
+            allow_passthrough,
+        }
     }
 
     /// Runs `operation` on the runtime and hands its result to `reply`.
@@ -49,6 +58,50 @@ impl FuseAdaptor {
         let fs = Arc::clone(&self.fs);
         self.runtime
             .spawn(async move { reply(operation(fs).await) });
+    }
+}
+
+/// Backing files registered with the kernel for FUSE passthrough: reads and mmap of a fully
+/// cached clean file go straight to its cache file, at local-disk speed. The kernel wants one
+/// backing id per inode shared by all its open handles, released when the last one closes.
+#[derive(Default)]
+struct Passthrough {
+    by_inode: Mutex<HashMap<u64, (BackingId, HashSet<FileHandle>)>>,
+}
+
+impl Passthrough {
+    fn open(
+        &self,
+        ino: u64,
+        fh: FileHandle,
+        flags: FopenFlags,
+        file: &std::fs::File,
+        reply: ReplyOpen,
+    ) {
+        let mut by_inode = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((backing, handles)) = by_inode.get_mut(&ino) {
+            handles.insert(fh);
+            reply.opened_passthrough(fh, flags, backing);
+            return;
+        }
+        match reply.open_backing(file) {
+            Ok(backing) => {
+                reply.opened_passthrough(fh, flags, &backing);
+                by_inode.insert(ino, (backing, HashSet::from([fh])));
+            }
+            Err(err) => {
+                debug!("passthrough unavailable for inode {ino}: {err}");
+                reply.opened(fh, flags);
+            }
+        }
+    }
+
+    fn release(&self, fh: FileHandle) {
+        let mut by_inode = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
+        by_inode.retain(|_, (_, handles)| {
+            handles.remove(&fh);
+            !handles.is_empty()
+        });
     }
 }
 
@@ -122,6 +175,13 @@ impl Filesystem for FuseAdaptor {
             let _ = config.set_max_readahead(nearest);
         }
         let _ = config.set_max_background(64);
+        if self.allow_passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            debug!("FUSE passthrough enabled for fully cached files");
+            self.passthrough = Some(Arc::new(Passthrough::default()));
+        }
         Ok(())
     }
 
@@ -250,16 +310,21 @@ impl Filesystem for FuseAdaptor {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let passthrough = self.passthrough.clone();
         self.spawn(
             move |fs| async move { fs.open(ino.0, flags.0).await },
             move |result| match result {
-                Ok((fh, keep_cache)) => {
-                    let flags = if keep_cache {
+                Ok(opened) => {
+                    let flags = if opened.keep_cache {
                         FopenFlags::FOPEN_KEEP_CACHE
                     } else {
                         FopenFlags::empty()
                     };
-                    reply.opened(FileHandle(fh), flags)
+                    let fh = FileHandle(opened.fh);
+                    match (passthrough, opened.local_copy) {
+                        (Some(backing), Some(file)) => backing.open(ino.0, fh, flags, &file, reply),
+                        _ => reply.opened(fh, flags),
+                    }
                 }
                 Err(err) => reply.error(errno(err)),
             },
@@ -359,6 +424,9 @@ impl Filesystem for FuseAdaptor {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if let Some(passthrough) = &self.passthrough {
+            passthrough.release(fh);
+        }
         reply_empty(reply, self.fs.release(fh.0));
     }
 

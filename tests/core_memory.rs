@@ -23,6 +23,10 @@ struct Harness {
 }
 
 fn harness_with(prefix: &str, budget: u64) -> Harness {
+    harness_with_ttl(prefix, budget, Duration::from_secs(60))
+}
+
+fn harness_with_ttl(prefix: &str, budget: u64, attr_ttl: Duration) -> Harness {
     let cache = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(CountingStore::new(MemoryStore::new()));
     let counts = store.counts();
@@ -33,7 +37,7 @@ fn harness_with(prefix: &str, budget: u64) -> Harness {
         dyn_store,
         prefix,
         Arc::new(content),
-        AttrCache::new(Duration::from_secs(60), Duration::from_secs(5)),
+        AttrCache::new(attr_ttl, Duration::from_secs(5)),
         Presentation {
             uid: 0,
             gid: 0,
@@ -92,7 +96,7 @@ impl Harness {
 
     async fn read_all(&self, path: &str) -> Vec<u8> {
         let ino = self.ino(path).await;
-        let (fh, _) = self.fs.open(ino, libc::O_RDONLY).await.expect("open");
+        let fh = self.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
         let size = self.fs.getattr(ino).await.expect("getattr").size;
         let data = self.fs.read(fh, 0, size as u32 + 10).await.expect("read");
         self.fs.release(fh).expect("release");
@@ -175,20 +179,22 @@ async fn append_and_truncate_keep_the_rest_of_the_content() {
     let h = harness();
     h.put("f", b"0123456789").await;
     let ino = h.ino("f").await;
-    let (fh, _) =
+    let fh =
         h.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
             .await
-            .expect("open");
+            .expect("open")
+            .fh;
     h.fs.write(fh, 10, b"AB".to_vec()).await.expect("append");
     h.fs.flush(fh).await.expect("flush");
     h.fs.release(fh).expect("release");
     assert_eq!(h.blob("f").as_deref(), Some(&b"0123456789AB"[..]));
     h.fs.setattr_size(ino, 4, None).await.expect("truncate");
     assert_eq!(h.blob("f").as_deref(), Some(&b"0123"[..]));
-    let (fh, _) =
+    let fh =
         h.fs.open(ino, libc::O_WRONLY | libc::O_TRUNC)
             .await
-            .expect("open trunc");
+            .expect("open trunc")
+            .fh;
     h.fs.write(fh, 0, b"new".to_vec()).await.expect("write");
     h.fs.flush(fh).await.expect("flush");
     h.fs.release(fh).expect("release");
@@ -200,7 +206,7 @@ async fn a_blob_changed_remotely_is_not_overwritten_and_the_data_is_kept() {
     let h = harness();
     h.put("f", b"original").await;
     let ino = h.ino("f").await;
-    let (fh, _) = h.fs.open(ino, libc::O_RDWR).await.expect("open");
+    let fh = h.fs.open(ino, libc::O_RDWR).await.expect("open").fh;
     h.fs.write(fh, 0, b"mine".to_vec()).await.expect("write");
     h.put("f", b"theirs").await;
     let err = h.fs.flush(fh).await.expect_err("conflict");
@@ -298,7 +304,7 @@ async fn random_read_of_a_large_blob_fetches_only_what_it_touches() {
     let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     h.put("big", &data).await;
     let ino = h.ino("big").await;
-    let (fh, _) = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
     // Let the open's head prefetch finish, then count only what the random reads cost.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = h.counts.get_bytes.load(Ordering::Relaxed);
@@ -339,7 +345,7 @@ async fn a_blob_replaced_mid_read_fails_with_estale_not_mixed_content() {
     let h = harness();
     h.put("f", &vec![1u8; 16 << 20]).await;
     let ino = h.ino("f").await;
-    let (fh, _) = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.put("f", &vec![2u8; 16 << 20]).await;
     // The head was prefetched at open: still version 1.
@@ -453,8 +459,35 @@ async fn read_whole(fs: &Fs, name: &str, len: u32) -> Vec<u8> {
         .await
         .expect("lookup")
         .ino;
-    let (fh, _) = fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let fh = fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
     let got = fs.read(fh, 0, len).await.expect("read");
     fs.release(fh).expect("release");
     got
+}
+
+#[tokio::test]
+async fn only_complete_clean_read_only_opens_offer_the_local_copy_and_keep_cache() {
+    // TTL 0: every open sees the current remote version.
+    let h = harness_with_ttl("", 1 << 30, Duration::ZERO);
+    h.put("f", &vec![7u8; (2 << 20) + 5]).await;
+    let ino = h.ino("f").await;
+    let first = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(!first.keep_cache, "nothing cached in the kernel yet");
+    assert!(first.local_copy.is_none(), "not downloaded yet");
+    h.fs.read(first.fh, 0, 3 << 20).await.expect("read");
+    let second = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(second.keep_cache, "same version as the first open");
+    assert!(second.local_copy.is_some(), "complete and clean");
+    let writer = h.fs.open(ino, libc::O_RDWR).await.expect("open rw");
+    assert!(writer.local_copy.is_none(), "writers go through the daemon");
+    for fh in [first.fh, second.fh, writer.fh] {
+        h.fs.release(fh).expect("release");
+    }
+    h.put("f", b"changed").await;
+    let third = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    assert!(
+        !third.keep_cache,
+        "a new remote version drops the kernel's pages"
+    );
+    h.fs.release(third.fh).expect("release");
 }

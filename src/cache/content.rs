@@ -39,6 +39,8 @@ pub const CHUNK_SIZE: u64 = 1 << 20;
 pub const MAX_REQUEST_CHUNKS: usize = 8;
 /// GETs in flight across all blobs.
 pub const MAX_PARALLEL_FETCHES: usize = 8;
+/// A ranged GET slower than this is worth a warning: reads are waiting on it.
+const SLOW_FETCH: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 enum ChunkState {
@@ -138,6 +140,13 @@ impl CachedBlob {
                     &(needed_chunks.end as u64 * CHUNK_SIZE..prefetch_end),
                     chunks.len(),
                 );
+                // Whole aligned request blocks: a window that creeps forward a little per read
+                // must still fetch in big requests, not one chunk at a time.
+                let prefetch = prefetch.start
+                    ..prefetch
+                        .end
+                        .next_multiple_of(MAX_REQUEST_CHUNKS)
+                        .min(chunks.len());
                 for index in prefetch {
                     if matches!(chunks[index], ChunkState::Missing) {
                         chunks[index] = ChunkState::Fetching;
@@ -187,12 +196,18 @@ impl CachedBlob {
         let _slot = context.slots.acquire().await.map_err(|_| {
             FsError::failure(libc::EIO, "the download queue is closed (shutting down)")
         })?;
-        debug!(blob = %source.name, start = range.start, end = range.end, "fetching");
+        let started = std::time::Instant::now();
         let data = context
             .store
             .get_range(&source.name, range.clone(), Some(&source.etag))
             .await
             .map_err(|e| FsError::from_store("reading", &source.name, e))?;
+        let elapsed = started.elapsed();
+        if elapsed > SLOW_FETCH {
+            warn!(blob = %source.name, start = range.start, end = range.end, ?elapsed, "slow ranged GET");
+        } else {
+            debug!(blob = %source.name, start = range.start, end = range.end, ?elapsed, "fetched");
+        }
         if data.len() as u64 != range.end - range.start {
             return Err(FsError::failure(
                 libc::EIO,
@@ -205,11 +220,11 @@ impl CachedBlob {
                 ),
             ));
         }
-        self.write_at_blocking(data.to_vec(), range.start, &source.name)
+        self.write_at_blocking(data, range.start, &source.name)
             .await
     }
 
-    async fn write_at_blocking(&self, data: Vec<u8>, offset: u64, what: &str) -> FsResult<()> {
+    async fn write_at_blocking(&self, data: bytes::Bytes, offset: u64, what: &str) -> FsResult<()> {
         let file = self
             .file
             .try_clone()

@@ -62,6 +62,17 @@ impl OpenFile {
     }
 }
 
+/// The result of `open`.
+pub struct Opened {
+    pub fh: u64,
+    /// The kernel may keep the pages it cached from an earlier open: same ETag, no local
+    /// changes since.
+    pub keep_cache: bool,
+    /// For a read-only open of a fully cached, clean file: the cache file, which the adaptor
+    /// may hand to the kernel (FUSE passthrough) so reads bypass the daemon.
+    pub local_copy: Option<std::fs::File>,
+}
+
 /// Flags of `open(2)` the core cares about.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OpenMode {
@@ -131,9 +142,8 @@ impl Fs {
         Ok(self.inodes.attach_file(info.ino, file))
     }
 
-    /// Opens a file; returns the handle and whether the kernel may keep the pages it cached
-    /// from an earlier open (same ETag, no local changes since).
-    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
+    /// Opens a file. See [`Opened`] for what the kernel is told.
+    pub async fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
         let mode = OpenMode::from_flags(flags);
         if mode.write {
             self.check_writable()?;
@@ -160,11 +170,22 @@ impl Fs {
             let state = file.state();
             (!state.dirty).then(|| state.base_etag.clone()).flatten()
         };
-        let keep_cache = self.inodes.swap_cached_version(ino, clean_version);
-        Ok((
-            self.handles.insert(FileHandle::new(ino, file, mode.write)),
+        let keep_cache = self.inodes.swap_cached_version(ino, clean_version.clone());
+        let local_copy = if !mode.write && clean_version.is_some() {
+            let blob = Arc::clone(&file.state().blob);
+            // Only a complete copy can serve reads without us; a failed dup just means the
+            // reads come through the daemon.
+            blob.is_complete()
+                .then(|| blob.file().try_clone().ok())
+                .flatten()
+        } else {
+            None
+        };
+        Ok(Opened {
+            fh: self.handles.insert(FileHandle::new(ino, file, mode.write)),
             keep_cache,
-        ))
+            local_copy,
+        })
     }
 
     pub async fn create(
