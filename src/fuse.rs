@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
@@ -470,6 +470,44 @@ impl Filesystem for FuseAdaptor {
                         };
                         // The offset is that of the next entry: where to resume.
                         if reply.add(INodeNo(entry.ino), index as u64 + 1, kind, &entry.name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(err) => reply.error(errno(err)),
+            },
+        );
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let ttl = self.fs.attr_ttl();
+        self.spawn(
+            move |fs| async move { fs.readdir(fh.0, offset).await.map(|r| (fs, r)) },
+            move |result| match result {
+                Ok((fs, (entries, start))) => {
+                    for (index, entry) in entries.iter().enumerate().skip(start) {
+                        let stat = fs.readdirplus_entry(ino.0, entry);
+                        let attr = file_attr(&stat);
+                        if reply.add(
+                            attr.ino,
+                            index as u64 + 1,
+                            &entry.name,
+                            &ttl,
+                            &attr,
+                            Generation(0),
+                        ) {
+                            // Did not fit: the kernel never saw it, so it was not looked up.
+                            if entry.name != "." && entry.name != ".." {
+                                fs.forget(stat.ino, 1);
+                            }
                             break;
                         }
                     }

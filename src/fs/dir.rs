@@ -17,7 +17,7 @@ use tracing::debug;
 use crate::cache::attr::Remote;
 use crate::error::{FsError, FsResult};
 use crate::fs::inode::Kind;
-use crate::fs::{name, Fs};
+use crate::fs::{name, Fs, Stat};
 
 /// Entries per List Blobs page: the service's maximum.
 pub const LIST_PAGE_SIZE: u32 = 5000;
@@ -29,6 +29,8 @@ pub struct DirEntry {
     /// Reported as `d_ino`; the inode number if the kernel knows the entry, else a stable
     /// stand-in derived from the name (lookup assigns the real one).
     pub ino: u64,
+    /// What the listing said (`Absent` for a file that so far exists only locally).
+    pub remote: Remote,
 }
 
 pub struct DirHandle {
@@ -75,7 +77,7 @@ impl Fs {
     async fn list_dir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
         let info = self.dir_inode(ino)?;
         let prefix = name::dir_prefix(&info.key);
-        let mut kinds: BTreeMap<String, Kind> = BTreeMap::new();
+        let mut found: BTreeMap<String, Remote> = BTreeMap::new();
         let mut marker = None;
         loop {
             let page = self
@@ -86,9 +88,7 @@ impl Fs {
             for common in &page.prefixes {
                 let segment = common[prefix.len()..].trim_end_matches('/');
                 if self.accept(segment, common) {
-                    self.attrs
-                        .insert(&name::join(&info.key, segment), Remote::Dir);
-                    kinds.insert(segment.to_string(), Kind::Dir);
+                    found.insert(segment.to_string(), Remote::Dir);
                 }
             }
             for blob in page.blobs {
@@ -97,14 +97,10 @@ impl Fs {
                     continue;
                 }
                 if blob.is_dir_marker {
-                    self.attrs.insert(&blob.name, Remote::Dir);
-                    kinds.insert(segment.to_string(), Kind::Dir);
-                } else if !kinds.contains_key(segment) {
-                    // If a prefix of the same name comes later it replaces the file.
-                    kinds.insert(segment.to_string(), Kind::File);
-                    if self.attrs.get(&blob.name) != Some(Remote::Dir) {
-                        self.attrs.insert(&blob.name.clone(), Remote::File(blob));
-                    }
+                    found.insert(segment.to_string(), Remote::Dir);
+                } else if !found.contains_key(segment) {
+                    // A prefix of the same name, listed later, replaces the file.
+                    found.insert(segment.to_string(), Remote::File(blob));
                 }
             }
             marker = page.next_marker;
@@ -113,31 +109,56 @@ impl Fs {
             }
         }
         for local in self.inodes.local_only_children(ino) {
-            kinds.entry(local).or_insert(Kind::File);
+            found.entry(local).or_insert(Remote::Absent);
         }
-        let mut entries = Vec::with_capacity(kinds.len() + 2);
-        entries.push(DirEntry {
-            name: ".".into(),
-            kind: Kind::Dir,
-            ino,
-        });
-        entries.push(DirEntry {
-            name: "..".into(),
-            kind: Kind::Dir,
-            ino,
-        });
-        for (segment, kind) in kinds {
+        let mut entries = Vec::with_capacity(found.len() + 2);
+        for dot in [".", ".."] {
+            entries.push(DirEntry {
+                name: dot.into(),
+                kind: Kind::Dir,
+                ino,
+                remote: Remote::Dir,
+            });
+        }
+        for (segment, remote) in found {
+            // What the listing saw is what `stat` of each entry answers, for the TTL.
+            if remote != Remote::Absent {
+                self.attrs
+                    .insert(&name::join(&info.key, &segment), remote.clone());
+            }
             let ino = match self.inodes.child(ino, &segment) {
                 Some(child) => child.ino,
                 None => stand_in_ino(&info.key, &segment),
+            };
+            let kind = if remote == Remote::Dir {
+                Kind::Dir
+            } else {
+                Kind::File
             };
             entries.push(DirEntry {
                 name: segment,
                 kind,
                 ino,
+                remote,
             });
         }
         Ok(entries)
+    }
+
+    /// For `readdirplus`: the attributes of a listed entry, counted as a lookup (the kernel
+    /// will `forget` it like any looked-up entry). `.` and `..` are not counted.
+    pub fn readdirplus_entry(&self, parent: u64, entry: &DirEntry) -> Stat {
+        if entry.name == "." || entry.name == ".." {
+            return self.dir_stat(entry.ino);
+        }
+        let ino = self.inodes.lookup_child(parent, &entry.name, entry.kind);
+        if let Some(file) = self.inodes.get(ino).and_then(|info| info.file) {
+            return self.file_stat(ino, &file);
+        }
+        match &entry.remote {
+            Remote::File(blob) => self.make_stat(ino, Kind::File, blob.size, blob.last_modified),
+            _ => self.dir_stat(ino),
+        }
     }
 
     fn accept(&self, segment: &str, blob: &str) -> bool {

@@ -145,7 +145,7 @@ impl Fs {
         }
     }
 
-    fn dir_stat(&self, ino: u64) -> Stat {
+    pub(crate) fn dir_stat(&self, ino: u64) -> Stat {
         self.make_stat(ino, Kind::Dir, 0, self.mounted_at)
     }
 
