@@ -462,14 +462,15 @@ impl Filesystem for FuseAdaptor {
         self.spawn(
             move |fs| async move { fs.readdir(fh.0, offset).await },
             move |result| match result {
-                Ok((entries, start)) => {
-                    for (index, entry) in entries.iter().enumerate().skip(start) {
+                Ok(window) => {
+                    for (index, entry) in window.entries.iter().enumerate().skip(window.start) {
+                        let offset = window.base + index as u64 + 1;
                         let kind = match entry.kind {
                             Kind::File => FileType::RegularFile,
                             Kind::Dir => FileType::Directory,
                         };
                         // The offset is that of the next entry: where to resume.
-                        if reply.add(INodeNo(entry.ino), index as u64 + 1, kind, &entry.name) {
+                        if reply.add(INodeNo(entry.ino), offset, kind, &entry.name) {
                             break;
                         }
                     }
@@ -492,18 +493,12 @@ impl Filesystem for FuseAdaptor {
         self.spawn(
             move |fs| async move { fs.readdir(fh.0, offset).await.map(|r| (fs, r)) },
             move |result| match result {
-                Ok((fs, (entries, start))) => {
-                    for (index, entry) in entries.iter().enumerate().skip(start) {
+                Ok((fs, window)) => {
+                    for (index, entry) in window.entries.iter().enumerate().skip(window.start) {
+                        let offset = window.base + index as u64 + 1;
                         let stat = fs.readdirplus_entry(ino.0, entry);
                         let attr = file_attr(&stat);
-                        if reply.add(
-                            attr.ino,
-                            index as u64 + 1,
-                            &entry.name,
-                            &ttl,
-                            &attr,
-                            Generation(0),
-                        ) {
+                        if reply.add(attr.ino, offset, &entry.name, &ttl, &attr, Generation(0)) {
                             // Did not fit: the kernel never saw it, so it was not looked up.
                             if entry.name != "." && entry.name != ".." {
                                 fs.forget(stat.ino, 1);

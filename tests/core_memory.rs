@@ -85,13 +85,27 @@ impl Harness {
 
     async fn names(&self, dir: u64) -> Vec<(String, Kind)> {
         let fh = self.fs.opendir(dir).expect("opendir");
-        let (entries, start) = self.fs.readdir(fh, 0).await.expect("readdir");
+        let entries = self.read_dir_from(fh, 0).await;
         self.fs.releasedir(fh).expect("releasedir");
-        entries[start..]
-            .iter()
-            .filter(|e| e.name != "." && e.name != "..")
-            .map(|e| (e.name.clone(), e.kind))
+        entries
+            .into_iter()
+            .filter(|(n, _)| n != "." && n != "..")
             .collect()
+    }
+
+    /// Reads a directory handle to its end from `offset`, the way the kernel does: each call
+    /// resumes after the last entry consumed (here: at most 1,000 per call).
+    async fn read_dir_from(&self, fh: u64, mut offset: u64) -> Vec<(String, Kind)> {
+        let mut out = Vec::new();
+        loop {
+            let window = self.fs.readdir(fh, offset).await.expect("readdir");
+            let batch: Vec<_> = window.entries[window.start..].iter().take(1000).collect();
+            if batch.is_empty() {
+                return out;
+            }
+            offset += batch.len() as u64;
+            out.extend(batch.into_iter().map(|e| (e.name.clone(), e.kind)));
+        }
     }
 
     async fn read_all(&self, path: &str) -> Vec<u8> {
@@ -490,4 +504,55 @@ async fn only_complete_clean_read_only_opens_offer_the_local_copy_and_keep_cache
         "a new remote version drops the kernel's pages"
     );
     h.fs.release(third.fh).expect("release");
+}
+
+#[tokio::test]
+async fn large_directories_stream_page_by_page_and_rewind() {
+    let h = harness();
+    let mut expected: Vec<String> = (0..12_003).map(|i| format!("f{i:05}")).collect();
+    for name in &expected {
+        h.put(&format!("big/{name}"), b"").await;
+    }
+    // A file and a directory of one name, on both sides of the first page boundary.
+    h.put("big/f04999.x", b"").await;
+    h.put("big/f04999/inner", b"").await;
+    expected.push("f04999.x".into());
+    expected.sort();
+    let dir = h.ino("big").await;
+    let fh = h.fs.opendir(dir).expect("opendir");
+    let all = h.read_dir_from(fh, 0).await;
+    let names: Vec<String> = all.iter().map(|(n, _)| n.clone()).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let mut want: Vec<String> = [".", ".."]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(expected.clone())
+        .collect();
+    want.sort();
+    assert_eq!(sorted, want, "every name exactly once");
+    let kind_of = |name: &str| all.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+    assert_eq!(
+        kind_of("f04999"),
+        Some(Kind::Dir),
+        "the directory wins over the file"
+    );
+    // A repeated offset inside the current window and a rewind both give the same entries.
+    let again = h.read_dir_from(fh, names.len() as u64 - 5).await;
+    assert_eq!(again, all[all.len() - 5..].to_vec());
+    let rewound = h.read_dir_from(fh, 3).await;
+    assert_eq!(rewound, all[3..].to_vec());
+    h.fs.releasedir(fh).expect("releasedir");
+}
+
+#[tokio::test]
+async fn empty_and_single_entry_directories() {
+    let h = harness();
+    h.store.put_dir_marker("empty").await.expect("marker");
+    h.put("one/only.txt", b"1").await;
+    assert!(h.names(h.ino("empty").await).await.is_empty());
+    assert_eq!(
+        h.names(h.ino("one").await).await,
+        vec![("only.txt".to_string(), Kind::File)]
+    );
 }

@@ -1,16 +1,21 @@
-//! Directory listings: `opendir`/`readdir` over the container's delimited listing.
+//! Directory listings: `opendir`/`readdir` streamed from the container's paged listing.
 //!
-//! A directory's listing is fetched page by page when its handle is first read (or rewound to
-//! offset 0) and kept with the handle, so repeated and rewound offsets are answered
-//! consistently. Every entry the listing returns goes into the attribute cache, so the
-//! `stat` calls of `ls -l` that follow cost no request. Files created through the mount but
-//! not uploaded yet are added, so they show at once.
+//! A directory handle holds one window of entries: one List Blobs page (up to 5,000 names)
+//! and the continuation marker for the next. Reading past the window fetches the next page;
+//! reading inside it (a repeated offset) is answered from it; reading before it (a rewind)
+//! starts the listing again. So memory per open directory stays bounded however large the
+//! directory. Offsets are positions in the whole stream: `.` and `..` are 0 and 1.
+//!
+//! Every entry a page returns goes into the attribute cache, so the `stat` calls of `ls -l`
+//! that follow cost no request. Files created through the mount but not uploaded yet are
+//! listed after the last page, so they show at once.
 //!
 //! A name that is both a blob and a prefix (`a` and `a/b`) is listed once, as a directory; a
-//! directory marker blob (`a` with `hdi_isfolder=true`) is the directory itself.
+//! directory marker blob (`a` with `hdi_isfolder=true`) is the directory itself. The file
+//! entry is held back while the listing might still reach `a/`, so this holds across pages.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tracing::debug;
 
@@ -33,9 +38,45 @@ pub struct DirEntry {
     pub remote: Remote,
 }
 
+/// A run of consecutive entries of a listing, starting at stream offset `base`.
+pub struct DirWindow {
+    pub entries: Arc<Vec<DirEntry>>,
+    pub base: u64,
+    /// Index in `entries` of the first entry the caller asked for.
+    pub start: usize,
+}
+
+/// Where a handle is in its directory's listing.
+struct Listing {
+    /// Stream offset of `window[0]`.
+    base: u64,
+    window: Arc<Vec<DirEntry>>,
+    /// Files whose name may still turn out to be a directory too (see the module docs).
+    held_back: BTreeMap<String, Remote>,
+    /// Continuation of the paged listing; `None` before the first page and after the last.
+    marker: Option<String>,
+    started: bool,
+    pages_done: bool,
+    local_done: bool,
+}
+
+impl Listing {
+    fn new() -> Self {
+        Listing {
+            base: 0,
+            window: Arc::new(Vec::new()),
+            held_back: BTreeMap::new(),
+            marker: None,
+            started: false,
+            pages_done: false,
+            local_done: false,
+        }
+    }
+}
+
 pub struct DirHandle {
     ino: u64,
-    entries: Mutex<Option<Arc<Vec<DirEntry>>>>,
+    listing: tokio::sync::Mutex<Listing>,
 }
 
 impl Fs {
@@ -43,82 +84,126 @@ impl Fs {
         self.dir_inode(ino)?;
         Ok(self.dirs.insert(DirHandle {
             ino,
-            entries: Mutex::new(None),
+            listing: tokio::sync::Mutex::new(Listing::new()),
         }))
     }
 
-    /// Entries from index `offset` on (`.` and `..` first); the kernel passes back the index
-    /// after the last entry it consumed.
-    pub async fn readdir(&self, fh: u64, offset: u64) -> FsResult<(Arc<Vec<DirEntry>>, usize)> {
+    /// Entries from stream offset `offset` on; the kernel passes back the offset after the
+    /// last entry it consumed. An empty window means the end of the directory.
+    pub async fn readdir(&self, fh: u64, offset: u64) -> FsResult<DirWindow> {
         let handle = self.dirs.get(fh)?;
-        let cached = handle
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let entries = match cached {
-            Some(entries) if offset > 0 => entries,
-            _ => {
-                let entries = Arc::new(self.list_dir(handle.ino).await?);
-                *handle.entries.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(Arc::clone(&entries));
-                entries
+        let mut listing = handle.listing.lock().await;
+        if offset == 0 || offset < listing.base {
+            *listing = Listing::new();
+            self.next_window(handle.ino, &mut listing).await?;
+        }
+        loop {
+            let end = listing.base + listing.window.len() as u64;
+            if offset < end {
+                return Ok(DirWindow {
+                    entries: Arc::clone(&listing.window),
+                    base: listing.base,
+                    start: (offset - listing.base) as usize,
+                });
             }
-        };
-        let start = (offset as usize).min(entries.len());
-        Ok((entries, start))
+            if listing.local_done {
+                return Ok(DirWindow {
+                    entries: Arc::new(Vec::new()),
+                    base: end,
+                    start: 0,
+                });
+            }
+            self.next_window(handle.ino, &mut listing).await?;
+        }
     }
 
     pub fn releasedir(&self, fh: u64) -> FsResult<()> {
         self.dirs.remove(fh).map(|_| ())
     }
 
-    /// The full listing of a directory, every page, merged with local-only files.
-    async fn list_dir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+    /// Replaces the window with the next one: `.`/`..` plus the first page, a later page, or
+    /// finally the files that exist only locally.
+    async fn next_window(&self, ino: u64, listing: &mut Listing) -> FsResult<()> {
         let info = self.dir_inode(ino)?;
-        let prefix = name::dir_prefix(&info.key);
+        let mut entries = Vec::new();
+        if !listing.started {
+            listing.started = true;
+            for dot in [".", ".."] {
+                entries.push(DirEntry {
+                    name: dot.into(),
+                    kind: Kind::Dir,
+                    ino,
+                    remote: Remote::Dir,
+                });
+            }
+        }
         let mut found: BTreeMap<String, Remote> = BTreeMap::new();
-        let mut marker = None;
-        loop {
+        if !listing.pages_done {
+            let prefix = name::dir_prefix(&info.key);
             let page = self
                 .store
-                .list(&prefix, Some("/"), marker, LIST_PAGE_SIZE)
+                .list(&prefix, Some("/"), listing.marker.take(), LIST_PAGE_SIZE)
                 .await
                 .map_err(|e| FsError::from_store("listing", &info.key, e))?;
+            listing.marker = page.next_marker;
+            listing.pages_done = listing.marker.is_none();
+            // Everything in this page sorts after what was held back, so the held-back
+            // files are settled as soon as a name past `name/` shows up.
+            let mut names: Vec<(String, Remote)> = Vec::new();
             for common in &page.prefixes {
                 let segment = common[prefix.len()..].trim_end_matches('/');
                 if self.accept(segment, common) {
-                    found.insert(segment.to_string(), Remote::Dir);
+                    names.push((segment.to_string(), Remote::Dir));
                 }
             }
             for blob in page.blobs {
-                let segment = &blob.name[prefix.len()..];
-                if !self.accept(segment, &blob.name) {
+                let segment = blob.name[prefix.len()..].to_string();
+                if !self.accept(&segment, &blob.name) {
                     continue;
                 }
-                if blob.is_dir_marker {
-                    found.insert(segment.to_string(), Remote::Dir);
-                } else if !found.contains_key(segment) {
-                    // A prefix of the same name, listed later, replaces the file.
-                    found.insert(segment.to_string(), Remote::File(blob));
+                let remote = if blob.is_dir_marker {
+                    Remote::Dir
+                } else {
+                    Remote::File(blob)
+                };
+                names.push((segment, remote));
+            }
+            for (segment, remote) in names {
+                match remote {
+                    Remote::Dir => {
+                        listing.held_back.remove(&segment);
+                        found.insert(segment, Remote::Dir);
+                    }
+                    file => {
+                        if !found.contains_key(&segment) {
+                            listing.held_back.insert(segment, file);
+                        }
+                    }
                 }
             }
-            marker = page.next_marker;
-            if marker.is_none() {
-                break;
+            let last_seen = found.keys().chain(listing.held_back.keys()).max().cloned();
+            let settled: Vec<String> = listing
+                .held_back
+                .keys()
+                .filter(|file| {
+                    listing.pages_done
+                        || last_seen
+                            .as_ref()
+                            .is_some_and(|last| *last > format!("{file}/"))
+                })
+                .cloned()
+                .collect();
+            for file in settled {
+                if let Some(remote) = listing.held_back.remove(&file) {
+                    found.entry(file).or_insert(remote);
+                }
             }
-        }
-        for local in self.inodes.local_only_children(ino) {
-            found.entry(local).or_insert(Remote::Absent);
-        }
-        let mut entries = Vec::with_capacity(found.len() + 2);
-        for dot in [".", ".."] {
-            entries.push(DirEntry {
-                name: dot.into(),
-                kind: Kind::Dir,
-                ino,
-                remote: Remote::Dir,
-            });
+        } else {
+            // Not uploaded yet, so no page listed them.
+            for local in self.inodes.local_only_children(ino) {
+                found.insert(local, Remote::Absent);
+            }
+            listing.local_done = true;
         }
         for (segment, remote) in found {
             // What the listing saw is what `stat` of each entry answers, for the TTL.
@@ -126,7 +211,7 @@ impl Fs {
                 self.attrs
                     .insert(&name::join(&info.key, &segment), remote.clone());
             }
-            let ino = match self.inodes.child(ino, &segment) {
+            let child_ino = match self.inodes.child(ino, &segment) {
                 Some(child) => child.ino,
                 None => stand_in_ino(&info.key, &segment),
             };
@@ -138,11 +223,13 @@ impl Fs {
             entries.push(DirEntry {
                 name: segment,
                 kind,
-                ino,
+                ino: child_ino,
                 remote,
             });
         }
-        Ok(entries)
+        listing.base += listing.window.len() as u64;
+        listing.window = Arc::new(entries);
+        Ok(())
     }
 
     /// For `readdirplus`: the attributes of a listed entry, counted as a lookup (the kernel
