@@ -556,3 +556,36 @@ async fn empty_and_single_entry_directories() {
         vec![("only.txt".to_string(), Kind::File)]
     );
 }
+
+#[tokio::test]
+async fn a_blob_larger_than_the_cache_streams_within_the_budget() {
+    let budget = 16u64 << 20;
+    let h = harness_with("", budget);
+    h.put("small", &[5u8; 3 << 20]).await;
+    assert_eq!(h.read_all("small").await.len(), 3 << 20);
+    let data: Vec<u8> = (0..(64u32 << 20)).map(|i| (i / 4096 % 251) as u8).collect();
+    h.put("big", &data).await;
+    let ino = h.ino("big").await;
+    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
+    let mut peak = 0;
+    let mut offset = 0u64;
+    while offset < data.len() as u64 {
+        let got = h.fs.read(fh, offset, 128 << 10).await.expect("read");
+        assert_eq!(
+            got,
+            &data[offset as usize..offset as usize + got.len()],
+            "at {offset}"
+        );
+        offset += got.len() as u64;
+        peak = peak.max(h.fs.cache_disk_usage());
+    }
+    h.fs.release(fh).expect("release");
+    assert!(
+        peak <= budget + (8 << 20),
+        "cache grew to {peak} bytes with a {budget}-byte budget"
+    );
+    // The idle small blob was evicted first: reading it again downloads it again.
+    let before = h.counts.get_bytes.load(Ordering::Relaxed);
+    assert_eq!(h.read_all("small").await.len(), 3 << 20);
+    assert!(h.counts.get_bytes.load(Ordering::Relaxed) - before >= 3 << 20);
+}

@@ -69,6 +69,10 @@ pub struct CachedBlob {
     changed: Notify,
     /// Set when the mount ends: the file stays for the next mount instead of being removed.
     keep_on_disk: AtomicBool,
+    /// Bytes the latest read needed or prefetched: never trimmed to make room.
+    hot: Mutex<Range<u64>>,
+    /// Handed to the kernel as a complete file (passthrough): must never get holes again.
+    handed_out: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +86,26 @@ fn chunk_count(size: u64) -> usize {
 }
 
 impl CachedBlob {
+    fn new(
+        id: u64,
+        file: File,
+        path: PathBuf,
+        source: Option<RemoteVersion>,
+        chunks: Vec<ChunkState>,
+    ) -> Arc<Self> {
+        Arc::new(CachedBlob {
+            id,
+            file,
+            path,
+            source: Mutex::new(source),
+            chunks: Mutex::new(chunks),
+            changed: Notify::new(),
+            keep_on_disk: AtomicBool::new(false),
+            hot: Mutex::new(0..0),
+            handed_out: AtomicBool::new(false),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -102,13 +126,14 @@ impl CachedBlob {
     /// bytes up to `prefetch_end` too.
     pub async fn ensure(
         self: &Arc<Self>,
-        cache: &ContentCache,
+        cache: &Arc<ContentCache>,
         needed: Range<u64>,
         prefetch_end: u64,
     ) -> FsResult<()> {
         if needed.is_empty() && prefetch_end <= needed.start {
             return Ok(());
         }
+        *lock(&self.hot) = needed.start..prefetch_end.max(needed.end);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -156,7 +181,7 @@ impl CachedBlob {
                 (pending, to_fetch)
             };
             for run in request_runs(&to_fetch) {
-                tokio::spawn(Arc::clone(self).fetch(cache.fetch_context(), run));
+                tokio::spawn(Arc::clone(self).fetch(Arc::clone(cache), run));
             }
             if !pending {
                 return Ok(());
@@ -165,8 +190,8 @@ impl CachedBlob {
         }
     }
 
-    async fn fetch(self: Arc<Self>, context: FetchContext, chunks: Range<usize>) {
-        let result = self.fetch_inner(&context, chunks.clone()).await;
+    async fn fetch(self: Arc<Self>, cache: Arc<ContentCache>, chunks: Range<usize>) {
+        let result = self.fetch_inner(&cache, chunks.clone()).await;
         {
             let mut states = lock(&self.chunks);
             for index in chunks {
@@ -174,7 +199,7 @@ impl CachedBlob {
                     // Local writes may have made the chunk present meanwhile: keep theirs.
                     if matches!(state, ChunkState::Fetching) {
                         *state = match &result {
-                            Ok(()) => ChunkState::Present,
+                            Ok(_) => ChunkState::Present,
                             Err(err) => ChunkState::Failed(err.clone()),
                         };
                     }
@@ -182,22 +207,26 @@ impl CachedBlob {
             }
         }
         self.changed.notify_waiters();
+        if let Ok(fetched) = result {
+            cache.account(fetched);
+        }
     }
 
-    async fn fetch_inner(&self, context: &FetchContext, chunks: Range<usize>) -> FsResult<()> {
+    /// Fetches `chunks` into the file; returns the bytes written.
+    async fn fetch_inner(&self, cache: &ContentCache, chunks: Range<usize>) -> FsResult<u64> {
         let Some(source) = self.source() else {
-            return Ok(());
+            return Ok(0);
         };
         let range =
             chunks.start as u64 * CHUNK_SIZE..(chunks.end as u64 * CHUNK_SIZE).min(source.size);
         if range.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        let _slot = context.slots.acquire().await.map_err(|_| {
+        let _slot = cache.slots.acquire().await.map_err(|_| {
             FsError::failure(libc::EIO, "the download queue is closed (shutting down)")
         })?;
         let started = std::time::Instant::now();
-        let data = context
+        let data = cache
             .store
             .get_range(&source.name, range.clone(), Some(&source.etag))
             .await
@@ -221,7 +250,8 @@ impl CachedBlob {
             ));
         }
         self.write_at_blocking(data, range.start, &source.name)
-            .await
+            .await?;
+        Ok(range.end - range.start)
     }
 
     async fn write_at_blocking(&self, data: bytes::Bytes, offset: u64, what: &str) -> FsResult<()> {
@@ -337,6 +367,64 @@ impl CachedBlob {
     pub fn id(&self) -> u64 {
         self.id
     }
+
+    /// The complete file, for the kernel to read directly (passthrough); from now on it is
+    /// never trimmed, as the kernel would read holes as zeros.
+    pub fn hand_out(&self) -> Option<File> {
+        if !self.is_complete() {
+            return None;
+        }
+        let file = self.file.try_clone().ok()?;
+        self.handed_out.store(true, Ordering::Relaxed);
+        Some(file)
+    }
+
+    /// Frees the present chunks outside the hot range (they can be fetched again) and returns
+    /// the bytes freed. Only clean content that still has its remote source can be trimmed.
+    fn trim_cold(&self) -> u64 {
+        if self.handed_out.load(Ordering::Relaxed)
+            || self.is_marked_dirty()
+            || self.source().is_none()
+        {
+            return 0;
+        }
+        let hot = lock(&self.hot).clone();
+        let hot_chunks = chunk_range(
+            &(hot.start.saturating_sub(CHUNK_SIZE)..hot.end + CHUNK_SIZE),
+            usize::MAX,
+        );
+        let mut chunks = lock(&self.chunks);
+        let mut freed = 0;
+        for (index, state) in chunks.iter_mut().enumerate() {
+            if hot_chunks.contains(&index) || !matches!(state, ChunkState::Present) {
+                continue;
+            }
+            if punch_hole(&self.file, index as u64 * CHUNK_SIZE, CHUNK_SIZE).is_ok() {
+                *state = ChunkState::Missing;
+                freed += CHUNK_SIZE;
+            }
+        }
+        freed
+    }
+}
+
+/// Gives the disk blocks of a byte range back to the filesystem; the file keeps its size.
+fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a valid open descriptor with in-range arguments.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn remove_if_present(path: &Path) -> std::io::Result<()> {
@@ -381,12 +469,6 @@ fn request_runs(indices: &[usize]) -> Vec<Range<usize>> {
     runs
 }
 
-#[derive(Clone)]
-struct FetchContext {
-    store: Arc<dyn BlobStore>,
-    slots: Arc<Semaphore>,
-}
-
 struct Index {
     /// The current cached version of each blob name.
     by_name: HashMap<String, Arc<CachedBlob>>,
@@ -398,8 +480,14 @@ struct Index {
 pub struct ContentCache {
     dir: PathBuf,
     budget: u64,
+    /// Bytes added since the last exact count: when the total may exceed the budget, room is
+    /// made (see [`ContentCache::account`]).
+    added: AtomicU64,
+    /// The exact disk usage at the last count.
+    counted: AtomicU64,
     next_id: AtomicU64,
-    context: FetchContext,
+    store: Arc<dyn BlobStore>,
+    slots: Semaphore,
     index: Mutex<Index>,
 }
 
@@ -434,11 +522,11 @@ impl ContentCache {
         let cache = ContentCache {
             dir,
             budget,
+            added: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
             next_id: AtomicU64::new(next_id),
-            context: FetchContext {
-                store,
-                slots: Arc::new(Semaphore::new(MAX_PARALLEL_FETCHES)),
-            },
+            store,
+            slots: Semaphore::new(MAX_PARALLEL_FETCHES),
             index: Mutex::new(index),
         };
         cache.make_room(&mut lock(&cache.index), 0);
@@ -457,8 +545,20 @@ impl ContentCache {
         }
     }
 
-    fn fetch_context(&self) -> FetchContext {
-        self.context.clone()
+    /// Records `bytes` newly written to the cache; when the total may exceed the budget,
+    /// makes room: idle blobs go first (least recently used), then cold chunks of open ones.
+    fn account(&self, bytes: u64) {
+        let added = self.added.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if self.counted.load(Ordering::Relaxed) + added <= self.budget {
+            return;
+        }
+        let mut index = lock(&self.index);
+        self.make_room(&mut index, 0);
+    }
+
+    /// The byte budget of the cache.
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     pub fn lost_and_found(&self) -> PathBuf {
@@ -484,15 +584,13 @@ impl ContentCache {
         } else {
             ChunkState::Present
         };
-        Ok(Arc::new(CachedBlob {
+        Ok(CachedBlob::new(
             id,
             file,
             path,
-            source: Mutex::new(source),
-            chunks: Mutex::new(vec![state; chunk_count(size)]),
-            changed: Notify::new(),
-            keep_on_disk: AtomicBool::new(false),
-        }))
+            source,
+            vec![state; chunk_count(size)],
+        ))
     }
 
     /// The cached content of remote version `version`: the existing one if the same ETag is
@@ -578,6 +676,19 @@ impl ContentCache {
                 used = used.saturating_sub(freed);
             }
         }
+        // Still over: a blob larger than the cache is being read; keep only what is hot.
+        for (name, blob) in index.by_name.iter() {
+            if used + incoming <= self.budget {
+                break;
+            }
+            let freed = blob.trim_cold();
+            if freed > 0 {
+                debug!(blob = %name, bytes = freed, "trimmed cold chunks of an open blob");
+                used = used.saturating_sub(freed);
+            }
+        }
+        self.counted.store(used, Ordering::Relaxed);
+        self.added.store(0, Ordering::Relaxed);
     }
 
     /// Bytes the cached files occupy on disk (sparse files count only what is present).
@@ -632,15 +743,13 @@ fn reopen(found: persist::Recovered) -> std::io::Result<Arc<CachedBlob>> {
             *state = ChunkState::Present;
         }
     }
-    Ok(Arc::new(CachedBlob {
-        id: found.id,
+    Ok(CachedBlob::new(
+        found.id,
         file,
-        path: found.data,
-        source: Mutex::new(Some(RemoteVersion { name, etag, size })),
-        chunks: Mutex::new(chunks),
-        changed: Notify::new(),
-        keep_on_disk: AtomicBool::new(false),
-    }))
+        found.data,
+        Some(RemoteVersion { name, etag, size }),
+        chunks,
+    ))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use tracing::{info, warn};
 
 use crate::cache::attr::Remote;
-use crate::cache::content::{CachedBlob, RemoteVersion};
+use crate::cache::content::{CachedBlob, RemoteVersion, CHUNK_SIZE};
 use crate::cache::upload;
 use crate::error::{FsError, FsResult};
 use crate::fs::handle::{FileHandle, ReadPattern};
@@ -239,8 +239,10 @@ impl Fs {
             return Ok(Vec::new());
         }
         let end = (offset + u64::from(size)).min(file_size);
+        // A small cache must still hold the read-ahead window: keep it to a quarter.
+        let max_readahead = MAX_READAHEAD.min(self.content.budget() / 4).max(CHUNK_SIZE);
         let window = handle.read_pattern(|p: &mut ReadPattern| {
-            p.next(offset, end, INITIAL_READAHEAD, MAX_READAHEAD)
+            p.next(offset, end, INITIAL_READAHEAD, max_readahead)
         });
         let prefetch_end = (end + window).min(file_size);
         blob.ensure(&self.content, offset..end, prefetch_end)

@@ -239,6 +239,11 @@ impl Fs {
             .ok_or_else(|| FsError::not_found(&info.key))
     }
 
+    /// Bytes of cached content on the local disk.
+    pub fn cache_disk_usage(&self) -> u64 {
+        self.content.disk_usage()
+    }
+
     pub fn forget(&self, ino: u64, count: u64) {
         self.inodes.forget(ino, count);
     }
