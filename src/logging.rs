@@ -68,7 +68,9 @@ pub fn default_filter(level: LogLevel) -> String {
         LogLevel::Error => "error",
         _ => "warn",
     };
-    format!("{deps},azblobfs={}", level.as_str())
+    // fuser warns about every request it answers with ENOSYS by default and about unmounting
+    // an already unmounted session: noise, not news.
+    format!("{deps},fuser=error,azblobfs={}", level.as_str())
 }
 
 /// Installs the global subscriber (and the `log`-crate bridge, which fuser logs through) and a
@@ -196,10 +198,22 @@ mod tests {
 
     #[test]
     fn default_filter_keeps_dependencies_at_warn() {
-        assert_eq!(default_filter(LogLevel::Debug), "warn,azblobfs=debug");
-        assert_eq!(default_filter(LogLevel::Trace), "warn,azblobfs=trace");
-        assert_eq!(default_filter(LogLevel::Info), "warn,azblobfs=info");
-        assert_eq!(default_filter(LogLevel::Error), "error,azblobfs=error");
+        assert_eq!(
+            default_filter(LogLevel::Debug),
+            "warn,fuser=error,azblobfs=debug"
+        );
+        assert_eq!(
+            default_filter(LogLevel::Trace),
+            "warn,fuser=error,azblobfs=trace"
+        );
+        assert_eq!(
+            default_filter(LogLevel::Info),
+            "warn,fuser=error,azblobfs=info"
+        );
+        assert_eq!(
+            default_filter(LogLevel::Error),
+            "error,fuser=error,azblobfs=error"
+        );
     }
 
     #[test]

@@ -218,19 +218,23 @@ fn describe_check_failure(config: &MountConfig, err: StoreError) -> String {
 /// The per-mount cache directory, `CACHE_DIR/<account>-<container>-<hash>`, locked so two
 /// mounts never share one.
 fn lock_cache_dir(config: &MountConfig) -> Result<(PathBuf, File), String> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (
+    use sha2::{Digest, Sha256};
+    // A stable digest (not std's hasher, which may change between Rust releases): the same
+    // container and prefix must find the same directory after an upgrade, dirty data included.
+    let mut digest = Sha256::new();
+    for part in [
         &config.store.endpoint,
         &config.store.container,
         &config.prefix,
-    )
-        .hash(&mut hasher);
+    ] {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    }
+    let digest = hex::encode(&digest.finalize()[..8]);
     let dir = config.cache_dir.join(format!(
-        "{}-{}-{:016x}",
+        "{}-{}-{digest}",
         config.store.credentials.account(),
         config.store.container,
-        hasher.finish()
     ));
     std::fs::create_dir_all(&dir)
         .map_err(|e| format!("cannot create cache directory '{}': {e}", dir.display()))?;

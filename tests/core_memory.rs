@@ -231,11 +231,70 @@ async fn a_blob_changed_remotely_is_not_overwritten_and_the_data_is_kept() {
         err.message
     );
     assert_eq!(h.blob("f").as_deref(), Some(&b"theirs"[..]));
-    // The local copy survives the failed upload.
+    // The local copy survives the failed upload...
     let data = h.fs.read(fh, 0, 100).await.expect("read");
     assert_eq!(data, b"mineinal");
     h.fs.release(fh).expect("release");
-    assert_eq!(h.fs.shutdown().await, 1, "still unsaved at shutdown");
+    // ...and after the close it is saved in lost+found, while the mount shows the remote one.
+    let lost = h._cache.path().join("data").join("lost+found");
+    let saved: Vec<Vec<u8>> = std::fs::read_dir(&lost)
+        .expect("lost+found exists")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_none_or(|x| x != "blobname"))
+        .map(|e| std::fs::read(e.path()).expect("read saved"))
+        .collect();
+    assert_eq!(saved, vec![b"mineinal".to_vec()]);
+    assert_eq!(
+        h.fs.shutdown().await,
+        0,
+        "nothing left unsaved in the mount"
+    );
+}
+
+#[tokio::test]
+async fn create_over_a_name_created_remotely_meanwhile_opens_it_instead_of_replacing_it() {
+    let h = harness();
+    assert!(h.fs.lookup(ROOT_INO, OsStr::new("log")).await.is_err());
+    h.put("log", b"remote line\n").await;
+    let (stat, fh) =
+        h.fs.create(
+            ROOT_INO,
+            OsStr::new("log"),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
+        )
+        .await
+        .expect("create");
+    assert_eq!(stat.size, 12);
+    h.fs.write(fh, stat.size, b"mine\n".to_vec())
+        .await
+        .expect("write");
+    h.fs.flush(fh).await.expect("flush");
+    h.fs.release(fh).expect("release");
+    assert_eq!(h.blob("log").as_deref(), Some(&b"remote line\nmine\n"[..]));
+}
+
+#[tokio::test]
+async fn a_file_unlinked_while_open_is_not_uploaded_and_leaves_nothing_behind() {
+    let h = harness();
+    let (_, fh) =
+        h.fs.create(ROOT_INO, OsStr::new("tmp"), libc::O_RDWR)
+            .await
+            .expect("create");
+    h.fs.unlink(ROOT_INO, OsStr::new("tmp"))
+        .await
+        .expect("unlink");
+    h.fs.write(fh, 0, b"scratch".to_vec()).await.expect("write");
+    assert_eq!(h.fs.read(fh, 0, 10).await.expect("read"), b"scratch");
+    h.fs.flush(fh).await.expect("flush");
+    h.fs.release(fh).expect("release");
+    assert_eq!(h.blob("tmp"), None);
+    assert_eq!(h.fs.shutdown().await, 0);
+    let leftovers: Vec<_> = std::fs::read_dir(h._cache.path().join("data"))
+        .expect("cache dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "left in the cache: {leftovers:?}");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cache::attr::Remote;
 use crate::cache::content::{CachedBlob, RemoteVersion, CHUNK_SIZE};
@@ -31,6 +31,8 @@ pub struct FileState {
     /// ETag of the remote blob the local content started from; `None` if the blob did not
     /// exist (a new file), so the upload must not replace one created meanwhile.
     pub base_etag: Option<String>,
+    /// The last upload found the blob changed (or created) remotely: retrying cannot help.
+    pub conflict: bool,
 }
 
 pub struct OpenFile {
@@ -137,6 +139,7 @@ impl Fs {
             mtime: remote.last_modified,
             dirty: false,
             base_etag: Some(remote.etag),
+            conflict: false,
         });
         // Another open may have raced us: the table keeps the first state.
         Ok(self.inodes.attach_file(info.ino, file))
@@ -198,14 +201,24 @@ impl Fs {
         let segment = name::segment_from_os(name)?;
         let parent_info = self.dir_inode(parent)?;
         let key = name::join(&parent_info.key, segment);
-        let base_etag = match self.resolve_fresh(&key).await? {
-            Remote::Absent => None,
+        name::check_blob_name(&key)?;
+        match self.resolve_fresh(&key).await? {
+            Remote::Absent => {}
             Remote::Dir => return Err(FsError::expected(libc::EEXIST, format!("'{key}' exists"))),
             Remote::File(_) if OpenMode::from_flags(flags).exclusive => {
                 return Err(FsError::expected(libc::EEXIST, format!("'{key}' exists")))
             }
-            Remote::File(existing) => Some(existing.etag),
-        };
+            Remote::File(_) => {
+                // The kernel thought the name was free (a negative entry younger than its
+                // TTL), but somebody created it meanwhile: open it, as O_CREAT without O_EXCL
+                // does, rather than replace it.
+                let ino = self.inodes.lookup_child(parent, segment, Kind::File);
+                let opened = self.open(ino, flags).await?;
+                let stat = self.getattr(ino).await?;
+                return Ok((stat, opened.fh));
+            }
+        }
+        let base_etag = None;
         let blob = self
             .content
             .create_local(&key)
@@ -219,6 +232,7 @@ impl Fs {
             mtime: SystemTime::now(),
             dirty: true,
             base_etag,
+            conflict: false,
         });
         let ino = self.inodes.lookup_child(parent, segment, Kind::File);
         let file = self.inodes.replace_file(ino, file);
@@ -245,8 +259,15 @@ impl Fs {
             p.next(offset, end, INITIAL_READAHEAD, max_readahead)
         });
         let prefetch_end = (end + window).min(file_size);
-        blob.ensure(&self.content, offset..end, prefetch_end)
-            .await?;
+        if let Err(err) = blob.ensure(&self.content, offset..end, prefetch_end).await {
+            if err.errno == libc::ESTALE {
+                // The blob changed: the next open must see the new version, not this one.
+                if let Ok(info) = self.inode(handle.ino) {
+                    self.attrs.invalidate(&info.key);
+                }
+            }
+            return Err(err);
+        }
         let key = self.inode(handle.ino).map(|i| i.key).unwrap_or_default();
         let len = (end - offset) as usize;
         tokio::task::spawn_blocking(move || blob.read_at(offset, len))
@@ -357,7 +378,8 @@ impl Fs {
     /// `flush` (each `close`) and `fsync`: upload if dirty.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.get(fh)?;
-        if !handle.file.is_dirty() {
+        // A reader's close does not report (or retry) a writer's failed upload.
+        if !handle.writable || !handle.file.is_dirty() {
             return Ok(());
         }
         let info = self.inode(handle.ino)?;
@@ -376,7 +398,12 @@ impl Fs {
         // Re-read the name: a rename may have moved the file since the handle was opened.
         let info = self.inode(info.ino).unwrap_or_else(|_| info.clone());
         if info.detached {
-            // Unlinked while open: there is no name to upload to.
+            // Unlinked (or replaced) while open: like a deleted local file, its data goes
+            // with the last close; there is no name to upload to.
+            file.state().dirty = false;
+            if let Err(err) = blob.mark_clean() {
+                warn!(blob = %info.key, "could not clear the dirty mark in the cache: {err}");
+            }
             return Ok(());
         }
         let condition = match &base_etag {
@@ -386,7 +413,15 @@ impl Fs {
         let result = upload::upload(&self.store, &info.key, &blob, size, &condition).await;
         let written = match result {
             Ok(written) => written,
-            Err(err) => return Err(upload_error(&info.key, &blob, err)),
+            Err(err) => {
+                if matches!(
+                    err,
+                    StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. }
+                ) {
+                    file.state().conflict = true;
+                }
+                return Err(upload_error(&info.key, &blob, err));
+            }
         };
         info!(blob = %info.key, bytes = size, "uploaded");
         {
@@ -438,11 +473,27 @@ impl Fs {
         if !self.inodes.remove_handle(info.ino, dirty) {
             return;
         }
-        let blob = Arc::clone(&file.state().blob);
-        if dirty {
+        let (blob, conflict) = {
+            let state = file.state();
+            (Arc::clone(&state.blob), state.conflict)
+        };
+        if dirty && conflict {
+            // The remote blob changed: keep its version, and save ours where the user can
+            // find it, instead of holding it in the mount where it would shadow the remote.
+            match self.content.keep_unsaved(&info.key, &blob) {
+                Ok(path) => {
+                    error!(blob = %info.key, kept_at = %path.display(), "the blob changed remotely while open for writing; the local version was saved to lost+found");
+                    self.inodes.clear_file(info.ino);
+                    self.content.forget(&info.key);
+                }
+                Err(err) => {
+                    error!(blob = %info.key, "the blob changed remotely while open for writing, and saving the local version to lost+found failed: {err}; it stays in the mount until unmount")
+                }
+            }
+        } else if dirty {
             warn!(
                 blob = %info.key,
-                "closed with changes that could not be uploaded; they are kept and retried at the next flush or at unmount"
+                "closed with changes that could not be uploaded; they are kept and retried at the next flush, fsync or unmount"
             );
         } else if !info.detached {
             self.content.release(&info.key, &blob);
@@ -455,8 +506,8 @@ impl Fs {
     }
 }
 
-/// Turns a failed upload into the errno `close()` reports (EIO, or ENOSPC/EACCES where
-/// more telling) and a message that names the blob, the reason and where the data is.
+/// Turns a failed upload into the errno `close()` reports (EIO, or EACCES for a refused
+/// credential) and a message that names the blob, the reason and where the data is.
 fn upload_error(key: &str, blob: &CachedBlob, err: StoreError) -> FsError {
     let errno = match &err {
         StoreError::AuthFailed { .. } => libc::EACCES,

@@ -48,6 +48,17 @@ pub fn segment_from_os(name: &OsStr) -> FsResult<&str> {
     Ok(name)
 }
 
+/// Refuses blob names longer than the service accepts, before any data is written under one.
+pub fn check_blob_name(key: &str) -> FsResult<()> {
+    if key.len() > MAX_BLOB_NAME {
+        return Err(FsError::expected(
+            libc::ENAMETOOLONG,
+            format!("a blob name is at most {MAX_BLOB_NAME} bytes; '{key}' is longer"),
+        ));
+    }
+    Ok(())
+}
+
 /// The blob name of entry `segment` in the directory whose blob name is `dir` ("" = root of
 /// the container).
 pub fn join(dir: &str, segment: &str) -> String {

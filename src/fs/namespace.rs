@@ -26,6 +26,7 @@ impl Fs {
         let segment = name::segment_from_os(name)?;
         let parent_info = self.dir_inode(parent)?;
         let key = name::join(&parent_info.key, segment);
+        name::check_blob_name(&key)?;
         if self.resolve_fresh(&key).await? != Remote::Absent
             || self
                 .inodes
@@ -147,6 +148,7 @@ impl Fs {
         if from == to {
             return Ok(());
         }
+        name::check_blob_name(&to)?;
         let local_only = self
             .inodes
             .local_only_children(parent)
@@ -194,14 +196,7 @@ impl Fs {
             .await
             .map_err(|e| FsError::from_store(&format!("copying '{from}' to"), to, e))?;
         self.delete_after_copy(from).await?;
-        // An open, dirty copy of the file now continues from the renamed blob's version.
-        if let Some(file) = self.open_file_by_key(from) {
-            let mut state = file.state();
-            if state.base_etag.is_some() {
-                state.base_etag = Some(copied.etag.clone());
-            }
-        }
-        self.content.rename(from, to, &copied.etag);
+        self.rebase_open_file(from, to, &copied.etag);
         self.attrs.insert(
             to,
             Remote::File(BlobInfo {
@@ -271,12 +266,13 @@ impl Fs {
         }
         for old in &names {
             let new = format!("{}{}", name::dir_prefix(to), &old[from_prefix.len()..]);
-            self.store
+            let copied = self
+                .store
                 .copy(old, &new)
                 .await
                 .map_err(|e| FsError::from_store(&format!("copying '{old}' to"), &new, e))?;
             self.delete_after_copy(old).await?;
-            self.content.forget(old);
+            self.rebase_open_file(old, &new, &copied.etag);
             self.attrs.invalidate(old);
             self.attrs.invalidate(&new);
         }
@@ -301,11 +297,17 @@ impl Fs {
         Ok(())
     }
 
-    fn open_file_by_key(&self, key: &str) -> Option<std::sync::Arc<crate::fs::file::OpenFile>> {
-        self.inodes
-            .open_files()
-            .into_iter()
-            .find(|f| f.key == key)
-            .and_then(|f| f.file)
+    /// After `from` was copied to `to` (now at `etag`) and deleted: cached content and an open
+    /// file's state continue from the new name and version, so reads of parts not cached yet
+    /// and the next upload's condition refer to the blob that exists.
+    fn rebase_open_file(&self, from: &str, to: &str, etag: &str) {
+        self.content.rename(from, to, etag);
+        let open = self.inodes.open_files().into_iter().find(|f| f.key == from);
+        if let Some(file) = open.and_then(|f| f.file) {
+            let mut state = file.state();
+            if state.base_etag.is_some() {
+                state.base_etag = Some(etag.to_string());
+            }
+        }
     }
 }

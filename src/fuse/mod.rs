@@ -6,17 +6,18 @@
 //! and a slow blob does not stall `ls` or reads of other files. Errors are logged here, once,
 //! at their severity, and answered with their errno.
 
-use std::collections::{HashMap, HashSet};
+mod io_mode;
+
 use std::ffi::OsStr;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 use tracing::{debug, warn};
@@ -24,6 +25,7 @@ use tracing::{debug, warn};
 use crate::error::{FsError, FsResult, Severity};
 use crate::fs::inode::Kind;
 use crate::fs::{Fs, Stat};
+use io_mode::IoModes;
 
 /// Largest write the kernel sends in one request: fewer, larger writes mean fewer round trips.
 const MAX_WRITE: u32 = 1 << 20;
@@ -33,8 +35,10 @@ const PREFERRED_IO_SIZE: u32 = 128 << 10;
 pub struct FuseAdaptor {
     fs: Arc<Fs>,
     runtime: Handle,
+    /// The kernel's I/O mode of each open inode (see [`io_mode`]).
+    modes: Arc<IoModes>,
     /// Set in `init` when the kernel accepts FUSE passthrough and it was not disabled.
-    passthrough: Option<Arc<Passthrough>>,
+    passthrough: bool,
     allow_passthrough: bool,
 }
 
@@ -43,7 +47,8 @@ impl FuseAdaptor {
         FuseAdaptor {
             fs,
             runtime,
-            passthrough: None,
+            modes: Arc::default(),
+            passthrough: false,
             allow_passthrough,
         }
     }
@@ -58,50 +63,6 @@ impl FuseAdaptor {
         let fs = Arc::clone(&self.fs);
         self.runtime
             .spawn(async move { reply(operation(fs).await) });
-    }
-}
-
-/// Backing files registered with the kernel for FUSE passthrough: reads and mmap of a fully
-/// cached clean file go straight to its cache file, at local-disk speed. The kernel wants one
-/// backing id per inode shared by all its open handles, released when the last one closes.
-#[derive(Default)]
-struct Passthrough {
-    by_inode: Mutex<HashMap<u64, (BackingId, HashSet<FileHandle>)>>,
-}
-
-impl Passthrough {
-    fn open(
-        &self,
-        ino: u64,
-        fh: FileHandle,
-        flags: FopenFlags,
-        file: &std::fs::File,
-        reply: ReplyOpen,
-    ) {
-        let mut by_inode = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((backing, handles)) = by_inode.get_mut(&ino) {
-            handles.insert(fh);
-            reply.opened_passthrough(fh, flags, backing);
-            return;
-        }
-        match reply.open_backing(file) {
-            Ok(backing) => {
-                reply.opened_passthrough(fh, flags, &backing);
-                by_inode.insert(ino, (backing, HashSet::from([fh])));
-            }
-            Err(err) => {
-                debug!("passthrough unavailable for inode {ino}: {err}");
-                reply.opened(fh, flags);
-            }
-        }
-    }
-
-    fn release(&self, fh: FileHandle) {
-        let mut by_inode = self.by_inode.lock().unwrap_or_else(|p| p.into_inner());
-        by_inode.retain(|_, (_, handles)| {
-            handles.remove(&fh);
-            !handles.is_empty()
-        });
     }
 }
 
@@ -180,7 +141,7 @@ impl Filesystem for FuseAdaptor {
             && config.set_max_stack_depth(1).is_ok()
         {
             debug!("FUSE passthrough enabled for fully cached files");
-            self.passthrough = Some(Arc::new(Passthrough::default()));
+            self.passthrough = true;
         }
         Ok(())
     }
@@ -310,23 +271,35 @@ impl Filesystem for FuseAdaptor {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let passthrough = self.passthrough.clone();
+        let writer = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
+        if writer {
+            if let Err(errno) = self.modes.reserve_writer(ino.0) {
+                reply.error(errno);
+                return;
+            }
+        }
+        let modes = Arc::clone(&self.modes);
+        let passthrough = self.passthrough;
         self.spawn(
             move |fs| async move { fs.open(ino.0, flags.0).await },
             move |result| match result {
                 Ok(opened) => {
-                    let flags = if opened.keep_cache {
-                        FopenFlags::FOPEN_KEEP_CACHE
-                    } else {
-                        FopenFlags::empty()
-                    };
-                    let fh = FileHandle(opened.fh);
-                    match (passthrough, opened.local_copy) {
-                        (Some(backing), Some(file)) => backing.open(ino.0, fh, flags, &file, reply),
-                        _ => reply.opened(fh, flags),
-                    }
+                    let local_copy = opened.local_copy.filter(|_| passthrough);
+                    modes.answer_open(
+                        ino.0,
+                        FileHandle(opened.fh),
+                        writer,
+                        opened.keep_cache,
+                        local_copy,
+                        reply,
+                    );
                 }
-                Err(err) => reply.error(errno(err)),
+                Err(err) => {
+                    if writer {
+                        modes.cancel_writer(ino.0);
+                    }
+                    reply.error(errno(err))
+                }
             },
         );
     }
@@ -343,16 +316,20 @@ impl Filesystem for FuseAdaptor {
     ) {
         let name = name.to_owned();
         let ttl = self.fs.attr_ttl();
+        let modes = Arc::clone(&self.modes);
         self.spawn(
             move |fs| async move { fs.create(parent.0, &name, flags).await },
             move |result| match result {
-                Ok((stat, fh)) => reply.created(
-                    &ttl,
-                    &file_attr(&stat),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                ),
+                Ok((stat, fh)) => {
+                    modes.created(stat.ino, FileHandle(fh));
+                    reply.created(
+                        &ttl,
+                        &file_attr(&stat),
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                    )
+                }
                 Err(err) => reply.error(errno(err)),
             },
         );
@@ -424,9 +401,7 @@ impl Filesystem for FuseAdaptor {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(passthrough) = &self.passthrough {
-            passthrough.release(fh);
-        }
+        self.modes.release(fh);
         reply_empty(reply, self.fs.release(fh.0));
     }
 
