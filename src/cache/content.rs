@@ -302,7 +302,7 @@ impl CachedBlob {
     }
 
     /// Marks everything up to `end` as present locally (written, or zeros past the old end).
-    fn cover(&self, end: u64) {
+    pub fn cover(&self, end: u64) {
         let mut chunks = lock(&self.chunks);
         let count = chunk_count(end);
         if chunks.len() < count {
@@ -323,6 +323,13 @@ impl CachedBlob {
 
     pub fn file(&self) -> &File {
         &self.file
+    }
+
+    /// Length and modification time of the local file: how writes the kernel made to it
+    /// directly (passthrough) are noticed.
+    pub fn local_len_and_mtime(&self) -> std::io::Result<(u64, std::time::SystemTime)> {
+        let meta = self.file.metadata()?;
+        Ok((meta.len(), meta.modified()?))
     }
 
     /// Records on disk that this file holds changes not yet uploaded to `name`, so a crash

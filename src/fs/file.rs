@@ -38,7 +38,9 @@ pub struct FileState {
 pub struct OpenFile {
     state: Mutex<FileState>,
     /// Serialises writers, truncation and uploads of this file, across awaits.
-    io: tokio::sync::Mutex<()>,
+    pub(crate) io: tokio::sync::Mutex<()>,
+    /// Handles whose writes go straight to the cache file (see [`crate::fs::external`]).
+    pub(crate) external_writers: std::sync::atomic::AtomicUsize,
 }
 
 impl OpenFile {
@@ -46,6 +48,7 @@ impl OpenFile {
         Arc::new(OpenFile {
             state: Mutex::new(state),
             io: tokio::sync::Mutex::new(()),
+            external_writers: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -321,18 +324,12 @@ impl Fs {
     /// Sets a file's size: `ftruncate`, `open(O_TRUNC)`, `truncate(2)`.
     async fn truncate_file(&self, info: &InodeInfo, file: &OpenFile, size: u64) -> FsResult<()> {
         let _io = file.io.lock().await;
-        let current = file.state().size;
-        if size == 0 && current > 0 {
-            // Nothing of the old content survives: start from an empty local file.
-            let blob = self
-                .content
-                .create_local(&info.key)
-                .map_err(|e| FsError::from_io("truncating", &info.key, e))?;
-            let old = std::mem::replace(&mut file.state().blob, blob);
-            // The old content is discarded, so is its crash-recovery mark.
-            if let Err(err) = old.mark_clean() {
-                warn!(blob = %info.key, "could not clear the dirty mark in the cache: {err}");
-            }
+        if size == 0 {
+            // Nothing of the old content survives: no need to download it. The file is cut
+            // in place, so a kernel holding it as a passthrough backing file sees the change.
+            let mut state = file.state();
+            state.blob.detach_from_remote();
+            state.size = 0;
         }
         self.make_local(&info.key, file).await?;
         let blob = Arc::clone(&file.state().blob);
@@ -379,7 +376,11 @@ impl Fs {
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.get(fh)?;
         // A reader's close does not report (or retry) a writer's failed upload.
-        if !handle.writable || !handle.file.is_dirty() {
+        if !handle.writable {
+            return Ok(());
+        }
+        self.sync_external_writes(&handle)?;
+        if !handle.file.is_dirty() {
             return Ok(());
         }
         let info = self.inode(handle.ino)?;
@@ -461,6 +462,7 @@ impl Fs {
 
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.remove(fh)?;
+        self.detach_external_writer(&handle);
         let info = self.inode(handle.ino)?;
         self.release_state(&info, &handle.file);
         Ok(())
@@ -501,8 +503,10 @@ impl Fs {
     }
 
     pub(crate) fn file_stat(&self, ino: u64, file: &OpenFile) -> Stat {
+        let external = self.external_size(file);
         let state = file.state();
-        self.make_stat(ino, Kind::File, state.size, state.mtime)
+        let size = external.unwrap_or(state.size);
+        self.make_stat(ino, Kind::File, size, state.mtime)
     }
 }
 

@@ -38,6 +38,9 @@ pub struct FileHandle {
     pub file: Arc<OpenFile>,
     pub writable: bool,
     pattern: Mutex<ReadPattern>,
+    /// For a writer whose writes go straight to the cache file (passthrough): the file's
+    /// length and mtime when last synced, to notice changes.
+    pub external_baseline: Mutex<Option<(u64, std::time::SystemTime)>>,
 }
 
 impl FileHandle {
@@ -47,6 +50,7 @@ impl FileHandle {
             file,
             writable,
             pattern: Mutex::new(ReadPattern::default()),
+            external_baseline: Mutex::new(None),
         }
     }
 

@@ -12,9 +12,11 @@
 //! - [`file`]: open, read, write, truncate, flush, release, create;
 //! - [`dir`]: directory listings;
 //! - [`namespace`]: mkdir, unlink, rmdir, rename;
+//! - [`external`]: writers whose writes reach the cache file without us (passthrough);
 //! - [`inode`], [`handle`], [`name`]: the tables and name rules they share.
 
 pub mod dir;
+pub mod external;
 pub mod file;
 pub mod handle;
 pub mod inode;

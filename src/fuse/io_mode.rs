@@ -5,15 +5,20 @@
 //! writes come to the daemon) or through one backing file (passthrough), never both at once:
 //! an open of the other kind fails. So every open of an inode with passthrough handles must be
 //! passthrough again (with the same backing id), and passthrough is chosen only for an inode
-//! with no cached-mode handles. Writers always need cached mode (the daemon must see writes to
-//! upload them); a writer arriving while passthrough readers are open is refused with EBUSY.
-//! Passthrough opens never ask to keep the page cache: the kernel refuses the combination.
+//! with no cached-mode handles. Writers get cached mode (the daemon sees their writes), except
+//! when the inode is already in passthrough mode: then they join it, and the core learns of
+//! their writes by looking at the cache file (`fs::external`). Passthrough opens never ask to
+//! keep the page cache: the kernel refuses the combination.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use fuser::{BackingId, Errno, FileHandle, FopenFlags, ReplyOpen};
 use tracing::debug;
+
+/// Whether [`IoModes::reserve_writer`] reserved a cached-mode slot for a writer.
+#[derive(Clone, Copy, Debug)]
+pub struct Reserved(pub bool);
 
 #[derive(Default)]
 struct InodeMode {
@@ -34,20 +39,17 @@ impl IoModes {
         self.inodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Before a writer's open reaches the core: reserves a cached-mode slot, or refuses if
-    /// the inode is open through passthrough.
-    pub fn reserve_writer(&self, ino: u64) -> Result<(), Errno> {
+    /// Before a writer's open reaches the core: unless the inode is in passthrough mode
+    /// (the writer will join it), reserves a cached-mode slot so no reader switches the inode
+    /// to passthrough meanwhile. Returns whether a slot was reserved.
+    pub fn reserve_writer(&self, ino: u64) -> bool {
         let mut inodes = self.lock();
         let mode = inodes.entry(ino).or_default();
         if mode.passthrough.is_some() {
-            debug!(
-                ino,
-                "refusing a writer while the file is open for passthrough reads"
-            );
-            return Err(Errno::EBUSY);
+            return false;
         }
         mode.cached += 1;
-        Ok(())
+        true
     }
 
     /// The writer's open failed in the core: gives the reserved slot back.
@@ -61,15 +63,19 @@ impl IoModes {
         }
     }
 
-    /// Answers a successful open. `writer` opens were reserved with [`Self::reserve_writer`];
-    /// `local_copy` is the complete cache file a reader may be served from directly.
+    /// Answers a successful open. A writer's slot, if `reserved`, came from
+    /// [`Self::reserve_writer`]; `local_copy` is the complete cache file a reader may be served
+    /// from directly; `attach_writer` tells the core a writer's writes will bypass it, and
+    /// must succeed before the writer may join passthrough mode.
+    #[allow(clippy::too_many_arguments)]
     pub fn answer_open(
         &self,
         ino: u64,
         fh: FileHandle,
-        writer: bool,
+        writer: Option<Reserved>,
         keep_cache: bool,
         local_copy: Option<std::fs::File>,
+        attach_writer: impl FnOnce() -> Result<(), Errno>,
         reply: ReplyOpen,
     ) {
         let cached_flags = if keep_cache {
@@ -83,14 +89,33 @@ impl IoModes {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(fh, ino);
-        if writer {
-            reply.opened(fh, cached_flags);
-            return;
-        }
         if let Some((backing, handles)) = &mut mode.passthrough {
             // The inode is in passthrough mode: this open must be too, same backing file.
+            if let Some(reserved) = writer {
+                if let Err(errno) = attach_writer() {
+                    if reserved.0 {
+                        mode.cached = mode.cached.saturating_sub(1);
+                    }
+                    self.handles
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&fh);
+                    reply.error(errno);
+                    return;
+                }
+                if reserved.0 {
+                    mode.cached = mode.cached.saturating_sub(1);
+                }
+            }
             handles.push(fh);
             reply.opened_passthrough(fh, FopenFlags::empty(), backing);
+            return;
+        }
+        if let Some(reserved) = writer {
+            if !reserved.0 {
+                mode.cached += 1;
+            }
+            reply.opened(fh, cached_flags);
             return;
         }
         if mode.cached == 0 {

@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::error::{FsError, FsResult, Severity};
 use crate::fs::inode::Kind;
 use crate::fs::{Fs, Stat};
-use io_mode::IoModes;
+use io_mode::{IoModes, Reserved};
 
 /// Largest write the kernel sends in one request: fewer, larger writes mean fewer round trips.
 const MAX_WRITE: u32 = 1 << 20;
@@ -271,31 +271,37 @@ impl Filesystem for FuseAdaptor {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let writer = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        if writer {
-            if let Err(errno) = self.modes.reserve_writer(ino.0) {
-                reply.error(errno);
-                return;
-            }
-        }
+        let writer = (flags.0 & libc::O_ACCMODE != libc::O_RDONLY)
+            .then(|| Reserved(self.modes.reserve_writer(ino.0)));
         let modes = Arc::clone(&self.modes);
         let passthrough = self.passthrough;
         self.spawn(
-            move |fs| async move { fs.open(ino.0, flags.0).await },
+            move |fs| async move {
+                let opened = fs.open(ino.0, flags.0).await?;
+                Ok((fs, opened))
+            },
             move |result| match result {
-                Ok(opened) => {
+                Ok((fs, opened)) => {
                     let local_copy = opened.local_copy.filter(|_| passthrough);
+                    let fh = opened.fh;
                     modes.answer_open(
                         ino.0,
-                        FileHandle(opened.fh),
+                        FileHandle(fh),
                         writer,
                         opened.keep_cache,
                         local_copy,
+                        || {
+                            fs.attach_external_writer(fh).map_err(|err| {
+                                // The kernel sends no release for a failed open.
+                                let _ = fs.release(fh);
+                                errno(err)
+                            })
+                        },
                         reply,
                     );
                 }
                 Err(err) => {
-                    if writer {
+                    if writer.is_some_and(|r| r.0) {
                         modes.cancel_writer(ino.0);
                     }
                     reply.error(errno(err))
