@@ -174,6 +174,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_seconds, help_heading = "Cache")]
     pub negative_ttl: Duration,
 
+    /// Serve fully cached files through the daemon instead of letting the kernel read the
+    /// cache file directly (FUSE passthrough, used when the kernel offers it and we are root)
+    #[arg(long, help_heading = "Cache")]
+    pub no_passthrough: bool,
+
     /// Log level of azblobfs itself (dependencies log warnings only; RUST_LOG overrides)
     #[arg(long, value_name = "LEVEL", value_enum, default_value_t = LogLevel::Info, help_heading = "Logging")]
     pub log_level: LogLevel,
@@ -689,6 +694,7 @@ pub fn to_mount_config(
     config.cache_size = cli.cache_size;
     config.attr_ttl = cli.attr_ttl;
     config.negative_ttl = cli.negative_ttl;
+    config.passthrough = !cli.no_passthrough;
     config.foreground = cli.foreground;
 
     let log = LogOptions {
@@ -837,9 +843,10 @@ mod tests {
             "-o",
             "emulator,ro,allow_other,uid=7,gid=8,umask=027,cache_dir=/var/cache/x,attr_ttl=30",
             "-o",
-            "negative-ttl=2,cache_size=1G,foreground",
+            "negative-ttl=2,cache_size=1G,foreground,no_passthrough",
         ]);
         assert!(c.read_only && c.foreground);
+        assert!(!c.passthrough);
         assert_eq!(c.access, Access::All);
         assert_eq!((c.uid, c.gid), (7, 8));
         assert_eq!((c.file_mode, c.dir_mode), (0o640, 0o750));

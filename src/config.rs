@@ -39,6 +39,8 @@ pub struct MountConfig {
     pub attr_ttl: Duration,
     /// How long "this name does not exist" stays cached.
     pub negative_ttl: Duration,
+    /// Let the kernel read fully cached files directly (FUSE passthrough) when it can.
+    pub passthrough: bool,
     /// Stay in the foreground instead of daemonizing.
     pub foreground: bool,
 }
@@ -62,6 +64,7 @@ impl MountConfig {
             cache_size: None,
             attr_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(5),
+            passthrough: true,
             foreground: false,
         }
     }

@@ -46,7 +46,11 @@ pub fn run(config: MountConfig, on_ready: impl FnOnce(Result<(), &str>)) -> Resu
         .build()
         .map_err(|e| report_failure(format!("cannot start the I/O runtime: {e}")))?;
     let prepared = prepare(&config, &runtime).map_err(&mut report_failure)?;
-    let adaptor = FuseAdaptor::new(Arc::clone(&prepared.fs), runtime.handle().clone(), true);
+    let adaptor = FuseAdaptor::new(
+        Arc::clone(&prepared.fs),
+        runtime.handle().clone(),
+        config.passthrough,
+    );
     let mut session = fuser::Session::new(adaptor, &config.mountpoint, &fuse_config(&config))
         .map_err(|e| {
             report_failure(format!(
