@@ -84,7 +84,7 @@ impl Harness {
     }
 
     async fn names(&self, dir: u64) -> Vec<(String, Kind)> {
-        let fh = self.fs.opendir(dir).expect("opendir");
+        let (fh, _) = self.fs.opendir(dir).expect("opendir");
         let entries = self.read_dir_from(fh, 0).await;
         self.fs.releasedir(fh).expect("releasedir");
         entries
@@ -578,7 +578,7 @@ async fn large_directories_stream_page_by_page_and_rewind() {
     expected.push("f04999.x".into());
     expected.sort();
     let dir = h.ino("big").await;
-    let fh = h.fs.opendir(dir).expect("opendir");
+    let (fh, _) = h.fs.opendir(dir).expect("opendir");
     let all = h.read_dir_from(fh, 0).await;
     let names: Vec<String> = all.iter().map(|(n, _)| n.clone()).collect();
     let mut sorted = names.clone();

@@ -80,12 +80,17 @@ pub struct DirHandle {
 }
 
 impl Fs {
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    /// Opens a directory; also tells whether the kernel may reuse the listing it cached from
+    /// an earlier complete read (less than `--attr-ttl` ago). Changes made through the mount
+    /// invalidate the kernel's copy by themselves.
+    pub fn opendir(&self, ino: u64) -> FsResult<(u64, bool)> {
         self.dir_inode(ino)?;
-        Ok(self.dirs.insert(DirHandle {
+        let keep_cache = self.inodes.listed_within(ino, self.attr_ttl());
+        let fh = self.dirs.insert(DirHandle {
             ino,
             listing: tokio::sync::Mutex::new(Listing::new()),
-        }))
+        });
+        Ok((fh, keep_cache))
     }
 
     /// Entries from stream offset `offset` on; the kernel passes back the offset after the
@@ -107,6 +112,9 @@ impl Fs {
                 });
             }
             if listing.local_done {
+                // Every listing starts at offset 0, so reaching the end means the kernel has
+                // seen all of it.
+                self.inodes.set_listed(handle.ino);
                 return Ok(DirWindow {
                     entries: Arc::new(Vec::new()),
                     base: end,

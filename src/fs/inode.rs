@@ -31,6 +31,8 @@ struct Inode {
     /// The version whose pages the kernel may still cache for this inode (see
     /// [`InodeTable::swap_cached_version`]).
     kernel_cached_etag: Option<String>,
+    /// For a directory: when a complete listing of it was last handed to the kernel.
+    listed_at: Option<std::time::Instant>,
     /// Removed from its directory (unlinked, replaced) while the kernel still knew it.
     detached: bool,
 }
@@ -70,6 +72,7 @@ impl InodeTable {
             file: None,
             handles: 0,
             kernel_cached_etag: None,
+            listed_at: None,
             detached: false,
         };
         InodeTable {
@@ -159,6 +162,7 @@ impl InodeTable {
                 file: None,
                 handles: 0,
                 kernel_cached_etag: None,
+                listed_at: None,
                 detached: false,
             },
         );
@@ -245,6 +249,22 @@ impl InodeTable {
         let same = etag.is_some() && inode.kernel_cached_etag == etag;
         inode.kernel_cached_etag = etag;
         same
+    }
+
+    /// Records that the kernel was just given a complete listing of directory `ino`.
+    pub fn set_listed(&self, ino: u64) {
+        if let Some(inode) = self.lock().inodes.get_mut(&ino) {
+            inode.listed_at = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether the kernel got a complete listing of directory `ino` less than `ttl` ago.
+    pub fn listed_within(&self, ino: u64, ttl: std::time::Duration) -> bool {
+        self.lock()
+            .inodes
+            .get(&ino)
+            .and_then(|inode| inode.listed_at)
+            .is_some_and(|at| at.elapsed() < ttl)
     }
 
     /// Drops the open-file state of an inode nobody has open (after a final upload).

@@ -427,7 +427,15 @@ impl Filesystem for FuseAdaptor {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, keep_cache)) => {
+                // The kernel may cache listings; it drops its copy itself when the directory
+                // changes through this mount, and without KEEP_CACHE at the next opendir.
+                let mut flags = FopenFlags::FOPEN_CACHE_DIR;
+                if keep_cache {
+                    flags |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                reply.opened(FileHandle(fh), flags)
+            }
             Err(err) => reply.error(errno(err)),
         }
     }
