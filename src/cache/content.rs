@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures::StreamExt;
 use lru::LruCache;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
@@ -39,6 +40,8 @@ pub const CHUNK_SIZE: u64 = 1 << 20;
 pub const MAX_REQUEST_CHUNKS: usize = 8;
 /// GETs in flight across all blobs.
 pub const MAX_PARALLEL_FETCHES: usize = 8;
+/// Downloaded bytes are written to the cache file in batches of this size.
+const WRITE_BATCH: usize = 1 << 20;
 /// A ranged GET slower than this is worth a warning: reads are waiting on it.
 const SLOW_FETCH: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -226,18 +229,48 @@ impl CachedBlob {
             FsError::failure(libc::EIO, "the download queue is closed (shutting down)")
         })?;
         let started = std::time::Instant::now();
-        let data = cache
+        let reading = |e| FsError::from_store("reading", &source.name, e);
+        let mut body = cache
             .store
-            .get_range(&source.name, range.clone(), Some(&source.etag))
+            .get_range_stream(&source.name, range.clone(), Some(&source.etag))
             .await
-            .map_err(|e| FsError::from_store("reading", &source.name, e))?;
+            .map_err(reading)?;
+        // Written as it arrives, a batch at a time: memory per request stays at one batch
+        // however large the request.
+        let mut written = range.start;
+        let mut batch = bytes::BytesMut::new();
+        while let Some(piece) = body.next().await {
+            batch.extend_from_slice(&piece.map_err(reading)?);
+            if written + batch.len() as u64 > range.end {
+                // Never let a misbehaving answer spill into the neighbouring chunks.
+                return Err(FsError::failure(
+                    libc::EIO,
+                    format!(
+                        "reading '{}': the service sent more than the range asked for",
+                        source.name
+                    ),
+                ));
+            }
+            if batch.len() >= WRITE_BATCH {
+                let len = batch.len() as u64;
+                self.write_at_blocking(batch.split().freeze(), written, &source.name)
+                    .await?;
+                written += len;
+            }
+        }
+        if !batch.is_empty() {
+            let len = batch.len() as u64;
+            self.write_at_blocking(batch.freeze(), written, &source.name)
+                .await?;
+            written += len;
+        }
         let elapsed = started.elapsed();
         if elapsed > SLOW_FETCH {
             warn!(blob = %source.name, start = range.start, end = range.end, ?elapsed, "slow ranged GET");
         } else {
             debug!(blob = %source.name, start = range.start, end = range.end, ?elapsed, "fetched");
         }
-        if data.len() as u64 != range.end - range.start {
+        if written != range.end {
             return Err(FsError::failure(
                 libc::EIO,
                 format!(
@@ -245,12 +278,10 @@ impl CachedBlob {
                     source.name,
                     range.end - range.start,
                     range.start,
-                    data.len()
+                    written - range.start
                 ),
             ));
         }
-        self.write_at_blocking(data, range.start, &source.name)
-            .await?;
         Ok(range.end - range.start)
     }
 

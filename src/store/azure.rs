@@ -30,12 +30,12 @@ use azure_storage_blobs::prelude::{
     BlobClient, BlockId, ClientBuilder, ContainerClient, DeleteSnapshotsMethod, PublicAccess,
 };
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use time::OffsetDateTime;
 
 use super::{
-    BlobInfo, BlobStore, Credentials, ListPage, StoreConfig, StoreError, StoreResult,
+    BlobInfo, BlobStore, ByteStream, Credentials, ListPage, StoreConfig, StoreError, StoreResult,
     WriteCondition, WriteResult, DIR_MARKER_METADATA_KEY,
 };
 
@@ -467,36 +467,39 @@ impl BlobStore for AzureStore {
         ))
     }
 
-    async fn get_range(
+    async fn get_range_stream(
         &self,
         name: &str,
         range: Range<u64>,
         if_match: Option<&str>,
-    ) -> StoreResult<Bytes> {
+    ) -> StoreResult<ByteStream> {
         // The service answers 416 to a GET of nothing (and to any GET of a 0-byte blob).
         if range.end <= range.start {
-            return Ok(Bytes::new());
+            return Ok(Box::pin(futures::stream::empty()));
         }
         let len = range.end - range.start;
-        // One chunk as large as the range: one call is one HTTP request.
+        // One chunk as large as the range: one call is one HTTP request, whose body is then
+        // passed on as it arrives.
         let mut builder = self.blob(name).get().range(range).chunk_size(len);
         if let Some(etag) = if_match {
             builder = builder.if_match(IfMatchCondition::Match(etag.to_owned()));
         }
         let mut chunks = builder.into_stream();
-        let mut parts: Vec<Bytes> = Vec::with_capacity(1);
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| self.map_error(e))?;
-            parts.push(chunk.data.collect().await.map_err(|e| self.map_error(e))?);
-        }
-        if parts.len() == 1 {
-            return Ok(parts.pop().unwrap_or_default());
-        }
-        let mut all = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
-        for part in parts {
-            all.extend_from_slice(&part);
-        }
-        Ok(all.freeze())
+        let response = match chunks.next().await {
+            Some(response) => response.map_err(|e| self.map_error(e))?,
+            None => return Ok(Box::pin(futures::stream::empty())),
+        };
+        let secrets = self.secrets.clone();
+        let endpoint = self.endpoint.clone();
+        Ok(Box::pin(response.data.map(move |piece| {
+            piece.map_err(|e| StoreError::Unreachable {
+                endpoint: endpoint.clone(),
+                reason: format!(
+                    "the download broke off: {}",
+                    scrub(&error_chain(&e), &secrets)
+                ),
+            })
+        })))
     }
 
     async fn put(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobInfo, BlobStore, ListPage, StoreResult, WriteCondition, WriteResult};
+use super::{BlobInfo, BlobStore, ByteStream, ListPage, StoreResult, WriteCondition, WriteResult};
 
 /// Request counters, one per kind of request the store makes.
 #[derive(Default, Debug)]
@@ -125,16 +125,21 @@ impl<S: BlobStore> BlobStore for CountingStore<S> {
         self.inner.properties(name).await
     }
 
-    async fn get_range(
+    async fn get_range_stream(
         &self,
         name: &str,
         range: Range<u64>,
         if_match: Option<&str>,
-    ) -> StoreResult<Bytes> {
+    ) -> StoreResult<ByteStream> {
+        use futures::StreamExt;
         bump(&self.counts.get, 1);
-        let data = self.inner.get_range(name, range, if_match).await?;
-        bump(&self.counts.get_bytes, data.len() as u64);
-        Ok(data)
+        let stream = self.inner.get_range_stream(name, range, if_match).await?;
+        let counts = Arc::clone(&self.counts);
+        Ok(Box::pin(stream.inspect(move |piece| {
+            if let Ok(bytes) = piece {
+                bump(&counts.get_bytes, bytes.len() as u64);
+            }
+        })))
     }
 
     async fn put(

@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobInfo, BlobStore, ListPage, StoreError, StoreResult, WriteCondition, WriteResult};
+use super::{
+    BlobInfo, BlobStore, ByteStream, ListPage, StoreError, StoreResult, WriteCondition, WriteResult,
+};
 
 #[derive(Clone)]
 struct MemoryBlob {
@@ -164,12 +166,12 @@ impl BlobStore for MemoryStore {
             .ok_or_else(blob_not_found)
     }
 
-    async fn get_range(
+    async fn get_range_stream(
         &self,
         name: &str,
         range: Range<u64>,
         if_match: Option<&str>,
-    ) -> StoreResult<Bytes> {
+    ) -> StoreResult<ByteStream> {
         let state = self.lock();
         let blob = state.blobs.get(name).ok_or_else(blob_not_found)?;
         if if_match.is_some_and(|etag| etag != blob.etag) {
@@ -184,7 +186,13 @@ impl BlobStore for MemoryStore {
                 message: "range not satisfiable".into(),
             });
         }
-        Ok(blob.data.slice(range.start as usize..end as usize))
+        let data = blob.data.slice(range.start as usize..end as usize);
+        // In pieces, like a network body, so consumers' reassembly is exercised.
+        let pieces: Vec<StoreResult<Bytes>> = (0..data.len())
+            .step_by(256 << 10)
+            .map(|at| Ok(data.slice(at..(at + (256 << 10)).min(data.len()))))
+            .collect();
+        Ok(Box::pin(futures::stream::iter(pieces)))
     }
 
     async fn put(

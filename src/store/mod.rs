@@ -96,6 +96,9 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The body of a ranged GET, piece by piece.
+pub type ByteStream = std::pin::Pin<Box<dyn futures::Stream<Item = StoreResult<Bytes>> + Send>>;
+
 /// The blob service, seen from one container.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
@@ -119,15 +122,35 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Properties of one blob; [`StoreError::NotFound`] when it does not exist.
     async fn properties(&self, name: &str) -> StoreResult<BlobInfo>;
 
-    /// Bytes `range` of the blob (end exclusive). With `if_match`, fails with
-    /// [`StoreError::PreconditionFailed`] if the blob's ETag is no longer that one, so a reader
-    /// never mixes two versions. Callers never ask for an empty range.
+    /// Bytes `range` of the blob (end exclusive), as they arrive, so a large range never sits
+    /// whole in memory. With `if_match`, fails with [`StoreError::PreconditionFailed`] if the
+    /// blob's ETag is no longer that one, so a reader never mixes two versions. Callers never
+    /// ask for an empty range.
+    async fn get_range_stream(
+        &self,
+        name: &str,
+        range: Range<u64>,
+        if_match: Option<&str>,
+    ) -> StoreResult<ByteStream>;
+
+    /// Bytes `range` of the blob, gathered in memory: for small ranges and tests.
     async fn get_range(
         &self,
         name: &str,
         range: Range<u64>,
         if_match: Option<&str>,
-    ) -> StoreResult<Bytes>;
+    ) -> StoreResult<Bytes> {
+        use futures::TryStreamExt;
+        let parts: Vec<Bytes> = self
+            .get_range_stream(name, range, if_match)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(match parts.len() {
+            1 => parts.into_iter().next().unwrap_or_default(),
+            _ => Bytes::from(parts.concat()),
+        })
+    }
 
     /// Writes a whole blob in one request.
     async fn put(
