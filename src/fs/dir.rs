@@ -46,6 +46,19 @@ pub struct DirWindow {
     pub start: usize,
 }
 
+impl DirWindow {
+    /// The requested entries, each with the offset to resume after it (the kernel passes
+    /// that back as the next `readdir` offset).
+    pub fn resume_points(&self) -> impl Iterator<Item = (u64, &DirEntry)> {
+        let base = self.base;
+        self.entries
+            .iter()
+            .enumerate()
+            .skip(self.start)
+            .map(move |(index, entry)| (base + index as u64 + 1, entry))
+    }
+}
+
 /// Where a handle is in its directory's listing.
 struct Listing {
     /// Stream offset of `window[0]`.

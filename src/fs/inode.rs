@@ -37,6 +37,23 @@ struct Inode {
     detached: bool,
 }
 
+impl Inode {
+    /// A freshly looked-up inode: one lookup reference, nothing open.
+    fn new(parent: u64, name: String, kind: Kind) -> Self {
+        Inode {
+            parent,
+            name,
+            kind,
+            lookups: 1,
+            file: None,
+            handles: 0,
+            kernel_cached_etag: None,
+            listed_at: None,
+            detached: false,
+        }
+    }
+}
+
 /// What callers get about an inode: a copy, so no lock is held while they work.
 #[derive(Clone)]
 pub struct InodeInfo {
@@ -64,17 +81,7 @@ pub struct InodeTable {
 impl InodeTable {
     /// `prefix` is the blob name of the mount's root ("" for a whole container).
     pub fn new(prefix: &str) -> Self {
-        let root = Inode {
-            parent: ROOT_INO,
-            name: String::new(),
-            kind: Kind::Dir,
-            lookups: 1,
-            file: None,
-            handles: 0,
-            kernel_cached_etag: None,
-            listed_at: None,
-            detached: false,
-        };
+        let root = Inode::new(ROOT_INO, String::new(), Kind::Dir);
         InodeTable {
             prefix: prefix.to_string(),
             tables: Mutex::new(Tables {
@@ -152,20 +159,9 @@ impl InodeTable {
         }
         let ino = tables.next_ino;
         tables.next_ino += 1;
-        tables.inodes.insert(
-            ino,
-            Inode {
-                parent,
-                name: segment.to_string(),
-                kind,
-                lookups: 1,
-                file: None,
-                handles: 0,
-                kernel_cached_etag: None,
-                listed_at: None,
-                detached: false,
-            },
-        );
+        tables
+            .inodes
+            .insert(ino, Inode::new(parent, segment.to_string(), kind));
         tables.children.insert(key, ino);
         ino
     }

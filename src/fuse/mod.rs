@@ -75,11 +75,15 @@ fn errno(err: FsError) -> Errno {
     Errno::from_i32(err.errno)
 }
 
-fn file_attr(stat: &Stat) -> FileAttr {
-    let kind = match stat.kind {
+fn file_type(kind: Kind) -> FileType {
+    match kind {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
-    };
+    }
+}
+
+fn file_attr(stat: &Stat) -> FileAttr {
+    let kind = file_type(stat.kind);
     FileAttr {
         ino: INodeNo(stat.ino),
         size: stat.size,
@@ -452,14 +456,13 @@ impl Filesystem for FuseAdaptor {
             move |fs| async move { fs.readdir(fh.0, offset).await },
             move |result| match result {
                 Ok(window) => {
-                    for (index, entry) in window.entries.iter().enumerate().skip(window.start) {
-                        let offset = window.base + index as u64 + 1;
-                        let kind = match entry.kind {
-                            Kind::File => FileType::RegularFile,
-                            Kind::Dir => FileType::Directory,
-                        };
-                        // The offset is that of the next entry: where to resume.
-                        if reply.add(INodeNo(entry.ino), offset, kind, &entry.name) {
+                    for (offset, entry) in window.resume_points() {
+                        if reply.add(
+                            INodeNo(entry.ino),
+                            offset,
+                            file_type(entry.kind),
+                            &entry.name,
+                        ) {
                             break;
                         }
                     }
@@ -483,8 +486,7 @@ impl Filesystem for FuseAdaptor {
             move |fs| async move { fs.readdir(fh.0, offset).await.map(|r| (fs, r)) },
             move |result| match result {
                 Ok((fs, window)) => {
-                    for (index, entry) in window.entries.iter().enumerate().skip(window.start) {
-                        let offset = window.base + index as u64 + 1;
+                    for (offset, entry) in window.resume_points() {
                         let stat = fs.readdirplus_entry(ino.0, entry);
                         let attr = file_attr(&stat);
                         if reply.add(attr.ino, offset, &entry.name, &ttl, &attr, Generation(0)) {
