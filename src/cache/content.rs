@@ -40,8 +40,6 @@ pub const CHUNK_SIZE: u64 = 1 << 20;
 pub const MAX_REQUEST_CHUNKS: usize = 8;
 /// GETs in flight across all blobs.
 pub const MAX_PARALLEL_FETCHES: usize = 8;
-/// Downloaded bytes are written to the cache file in batches of this size.
-const WRITE_BATCH: usize = 1 << 20;
 /// A ranged GET slower than this is worth a warning: reads are waiting on it.
 const SLOW_FETCH: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -235,8 +233,9 @@ impl CachedBlob {
             .get_range_stream(&source.name, range.clone(), Some(&source.etag))
             .await
             .map_err(reading)?;
-        // Written as it arrives, a batch at a time: memory per request stays at one batch
-        // however large the request.
+        // Written as it arrives, a chunk at a time: memory per request stays at about one
+        // chunk however large the request, and readers waiting for the first chunks of a big
+        // request are woken as soon as those are on disk.
         let mut written = range.start;
         let mut batch = bytes::BytesMut::new();
         while let Some(piece) = body.next().await {
@@ -251,11 +250,12 @@ impl CachedBlob {
                     ),
                 ));
             }
-            if batch.len() >= WRITE_BATCH {
-                let len = batch.len() as u64;
-                self.write_at_blocking(batch.split().freeze(), written, &source.name)
-                    .await?;
-                written += len;
+            let whole_chunks = batch.len() - batch.len() % CHUNK_SIZE as usize;
+            if whole_chunks > 0 {
+                let data = batch.split_to(whole_chunks).freeze();
+                self.write_at_blocking(data, written, &source.name).await?;
+                self.mark_present(written..written + whole_chunks as u64);
+                written += whole_chunks as u64;
             }
         }
         if !batch.is_empty() {
@@ -283,6 +283,21 @@ impl CachedBlob {
             ));
         }
         Ok(range.end - range.start)
+    }
+
+    /// Chunks fully inside `range` arrived: readers waiting for them may go on.
+    fn mark_present(&self, range: Range<u64>) {
+        {
+            let mut chunks = lock(&self.chunks);
+            let first = range.start.div_ceil(CHUNK_SIZE) as usize;
+            let last = (range.end / CHUNK_SIZE) as usize;
+            for state in chunks.iter_mut().take(last).skip(first) {
+                if matches!(state, ChunkState::Fetching) {
+                    *state = ChunkState::Present;
+                }
+            }
+        }
+        self.changed.notify_waiters();
     }
 
     async fn write_at_blocking(&self, data: bytes::Bytes, offset: u64, what: &str) -> FsResult<()> {
