@@ -29,6 +29,7 @@ use lru::LruCache;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::cache::file_io;
 use crate::cache::persist::{self, Sidecar};
 use crate::error::{FsError, FsResult};
 use crate::store::BlobStore;
@@ -237,10 +238,13 @@ impl CachedBlob {
         // chunk however large the request, and readers waiting for the first chunks of a big
         // request are woken as soon as those are on disk.
         let mut written = range.start;
-        let mut batch = bytes::BytesMut::new();
+        let mut pieces: Vec<bytes::Bytes> = Vec::new();
+        let mut pending = 0u64;
         while let Some(piece) = body.next().await {
-            batch.extend_from_slice(&piece.map_err(reading)?);
-            if written + batch.len() as u64 > range.end {
+            let piece = piece.map_err(reading)?;
+            pending += piece.len() as u64;
+            pieces.push(piece);
+            if written + pending > range.end {
                 // Never let a misbehaving answer spill into the neighbouring chunks.
                 return Err(FsError::failure(
                     libc::EIO,
@@ -250,19 +254,17 @@ impl CachedBlob {
                     ),
                 ));
             }
-            let whole_chunks = batch.len() - batch.len() % CHUNK_SIZE as usize;
-            if whole_chunks > 0 {
-                let data = batch.split_to(whole_chunks).freeze();
-                self.write_at_blocking(data, written, &source.name).await?;
-                self.mark_present(written..written + whole_chunks as u64);
-                written += whole_chunks as u64;
+            if pending >= CHUNK_SIZE {
+                self.write_pieces(std::mem::take(&mut pieces), written, &source.name)
+                    .await?;
+                self.mark_present(range.start..written + pending);
+                written += pending;
+                pending = 0;
             }
         }
-        if !batch.is_empty() {
-            let len = batch.len() as u64;
-            self.write_at_blocking(batch.freeze(), written, &source.name)
-                .await?;
-            written += len;
+        if !pieces.is_empty() {
+            self.write_pieces(pieces, written, &source.name).await?;
+            written += pending;
         }
         let elapsed = started.elapsed();
         if elapsed > SLOW_FETCH {
@@ -300,13 +302,18 @@ impl CachedBlob {
         self.changed.notify_waiters();
     }
 
-    async fn write_at_blocking(&self, data: bytes::Bytes, offset: u64, what: &str) -> FsResult<()> {
+    async fn write_pieces(
+        &self,
+        pieces: Vec<bytes::Bytes>,
+        offset: u64,
+        what: &str,
+    ) -> FsResult<()> {
         let file = self
             .file
             .try_clone()
             .map_err(|e| FsError::from_io("writing", what, e))?;
         let what = what.to_string();
-        tokio::task::spawn_blocking(move || file.write_all_at(&data, offset))
+        tokio::task::spawn_blocking(move || file_io::write_pieces_at(&file, &pieces, offset))
             .await
             .map_err(|e| FsError::failure(libc::EIO, format!("writing '{what}': {e}")))?
             .map_err(|e| FsError::from_io("writing", &what, e))
@@ -315,19 +322,7 @@ impl CachedBlob {
     /// Reads up to `len` bytes at `offset` from the local file. The caller made sure they
     /// are present and bounded the request by the file's size.
     pub fn read_at(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            let n = self
-                .file
-                .read_at(&mut buf[filled..], offset + filled as u64)?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        buf.truncate(filled);
-        Ok(buf)
+        file_io::read_at(&self.file, offset, len)
     }
 
     /// Writes local changes. The caller fetched everything first (see [`Self::ensure`]).
@@ -452,31 +447,12 @@ impl CachedBlob {
             if hot_chunks.contains(&index) || !matches!(state, ChunkState::Present) {
                 continue;
             }
-            if punch_hole(&self.file, index as u64 * CHUNK_SIZE, CHUNK_SIZE).is_ok() {
+            if file_io::punch_hole(&self.file, index as u64 * CHUNK_SIZE, CHUNK_SIZE).is_ok() {
                 *state = ChunkState::Missing;
                 freed += CHUNK_SIZE;
             }
         }
         freed
-    }
-}
-
-/// Gives the disk blocks of a byte range back to the filesystem; the file keeps its size.
-fn punch_hole(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: fallocate on a valid open descriptor with in-range arguments.
-    let rc = unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 

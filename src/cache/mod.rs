@@ -7,5 +7,6 @@
 
 pub mod attr;
 pub mod content;
+pub mod file_io;
 pub mod persist;
 pub mod upload;
