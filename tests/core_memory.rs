@@ -2,14 +2,16 @@
 //! listings, writes, uploads and conflicts, fast.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use azblobfs::cache::attr::AttrCache;
 use azblobfs::cache::content::ContentCache;
+use azblobfs::error::FsResult;
 use azblobfs::fs::inode::{Kind, ROOT_INO};
-use azblobfs::fs::{Fs, Presentation};
+use azblobfs::fs::{Fs, Presentation, Stat};
 use azblobfs::store::counting::{CountingStore, RequestCounts};
 use azblobfs::store::memory::MemoryStore;
 use azblobfs::store::{BlobStore, WriteCondition};
@@ -26,15 +28,18 @@ fn harness_with(prefix: &str, budget: u64) -> Harness {
     harness_with_ttl(prefix, budget, Duration::from_secs(60))
 }
 
-fn harness_with_ttl(prefix: &str, budget: u64, attr_ttl: Duration) -> Harness {
-    let cache = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(CountingStore::new(MemoryStore::new()));
-    let counts = store.counts();
-    let dyn_store: Arc<dyn BlobStore> = store.clone();
-    let content = ContentCache::new(cache.path().join("data"), budget, Arc::clone(&dyn_store))
-        .expect("cache");
-    let fs = Fs::new(
-        dyn_store,
+/// A filesystem over `store` as the daemon makes one, its content cache in `cache_dir/data`.
+fn new_fs(
+    store: Arc<dyn BlobStore>,
+    cache_dir: &Path,
+    prefix: &str,
+    budget: u64,
+    attr_ttl: Duration,
+) -> Fs {
+    let content =
+        ContentCache::new(cache_dir.join("data"), budget, Arc::clone(&store)).expect("cache");
+    Fs::new(
+        store,
         prefix,
         Arc::new(content),
         AttrCache::new(attr_ttl, Duration::from_secs(5)),
@@ -45,7 +50,14 @@ fn harness_with_ttl(prefix: &str, budget: u64, attr_ttl: Duration) -> Harness {
             dir_mode: 0o755,
             read_only: false,
         },
-    );
+    )
+}
+
+fn harness_with_ttl(prefix: &str, budget: u64, attr_ttl: Duration) -> Harness {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(CountingStore::new(MemoryStore::new()));
+    let counts = store.counts();
+    let fs = new_fs(store.clone(), cache.path(), prefix, budget, attr_ttl);
     Harness {
         fs,
         store,
@@ -108,9 +120,49 @@ impl Harness {
         }
     }
 
+    /// Creates `name` in the root directory: its attributes and the new handle.
+    async fn create(&self, name: &str, flags: i32) -> (Stat, u64) {
+        self.fs
+            .create(ROOT_INO, OsStr::new(name), flags)
+            .await
+            .expect("create")
+    }
+
+    /// The handle of a new open of `ino`.
+    async fn open(&self, ino: u64, flags: i32) -> u64 {
+        self.fs.open(ino, flags).await.expect("open").fh
+    }
+
+    async fn write(&self, fh: u64, offset: u64, data: &[u8]) {
+        self.fs
+            .write(fh, offset, data.to_vec())
+            .await
+            .expect("write");
+    }
+
+    /// Renames `from` to `to`, both in the root directory.
+    async fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+        self.fs
+            .rename(ROOT_INO, OsStr::new(from), ROOT_INO, OsStr::new(to), 0)
+            .await
+    }
+
+    /// Flushes (uploads) and releases a handle, as a close does.
+    async fn close(&self, fh: u64) {
+        self.fs.flush(fh).await.expect("flush");
+        self.fs.release(fh).expect("release");
+    }
+
+    /// Creates `name` in the root directory, writes `data` into it and closes it.
+    async fn write_new(&self, name: &str, data: &[u8]) {
+        let (_, fh) = self.create(name, libc::O_WRONLY).await;
+        self.write(fh, 0, data).await;
+        self.close(fh).await;
+    }
+
     async fn read_all(&self, path: &str) -> Vec<u8> {
         let ino = self.ino(path).await;
-        let fh = self.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
+        let fh = self.open(ino, libc::O_RDONLY).await;
         let size = self.fs.getattr(ino).await.expect("getattr").size;
         let data = self.fs.read(fh, 0, size as u32 + 10).await.expect("read");
         self.fs.release(fh).expect("release");
@@ -163,23 +215,19 @@ async fn listing_shows_files_dirs_and_markers_and_fills_the_attr_cache() {
 #[tokio::test]
 async fn written_file_is_uploaded_on_flush_and_reads_back() {
     let h = harness();
-    let (stat, fh) =
-        h.fs.create(ROOT_INO, OsStr::new("new file #1.txt"), libc::O_WRONLY)
-            .await
-            .expect("create");
+    let (stat, fh) = h.create("new file #1.txt", libc::O_WRONLY).await;
     assert_eq!(
         h.names(ROOT_INO).await,
         vec![("new file #1.txt".to_string(), Kind::File)]
     );
-    h.fs.write(fh, 0, b"hello ".to_vec()).await.expect("write");
-    h.fs.write(fh, 6, b"world".to_vec()).await.expect("write");
+    h.write(fh, 0, b"hello ").await;
+    h.write(fh, 6, b"world").await;
     assert_eq!(
         h.blob("new file #1.txt"),
         None,
         "nothing is uploaded before close"
     );
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.close(fh).await;
     assert_eq!(
         h.blob("new file #1.txt").as_deref(),
         Some(&b"hello world"[..])
@@ -193,14 +241,9 @@ async fn append_and_truncate_keep_the_rest_of_the_content() {
     let h = harness();
     h.put("f", b"0123456789").await;
     let ino = h.ino("f").await;
-    let fh =
-        h.fs.open(ino, libc::O_WRONLY | libc::O_APPEND)
-            .await
-            .expect("open")
-            .fh;
+    let fh = h.open(ino, libc::O_WRONLY | libc::O_APPEND).await;
     h.fs.write(fh, 10, b"AB".to_vec()).await.expect("append");
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.close(fh).await;
     assert_eq!(h.blob("f").as_deref(), Some(&b"0123456789AB"[..]));
     h.fs.setattr_size(ino, 4, None).await.expect("truncate");
     assert_eq!(h.blob("f").as_deref(), Some(&b"0123"[..]));
@@ -209,9 +252,8 @@ async fn append_and_truncate_keep_the_rest_of_the_content() {
             .await
             .expect("open trunc")
             .fh;
-    h.fs.write(fh, 0, b"new".to_vec()).await.expect("write");
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.write(fh, 0, b"new").await;
+    h.close(fh).await;
     assert_eq!(h.blob("f").as_deref(), Some(&b"new"[..]));
 }
 
@@ -220,8 +262,8 @@ async fn a_blob_changed_remotely_is_not_overwritten_and_the_data_is_kept() {
     let h = harness();
     h.put("f", b"original").await;
     let ino = h.ino("f").await;
-    let fh = h.fs.open(ino, libc::O_RDWR).await.expect("open").fh;
-    h.fs.write(fh, 0, b"mine".to_vec()).await.expect("write");
+    let fh = h.open(ino, libc::O_RDWR).await;
+    h.write(fh, 0, b"mine").await;
     h.put("f", b"theirs").await;
     let err = h.fs.flush(fh).await.expect_err("conflict");
     assert_eq!(err.errno, libc::EIO);
@@ -256,37 +298,25 @@ async fn create_over_a_name_created_remotely_meanwhile_opens_it_instead_of_repla
     let h = harness();
     assert!(h.fs.lookup(ROOT_INO, OsStr::new("log")).await.is_err());
     h.put("log", b"remote line\n").await;
-    let (stat, fh) =
-        h.fs.create(
-            ROOT_INO,
-            OsStr::new("log"),
-            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT,
-        )
-        .await
-        .expect("create");
+    let (stat, fh) = h
+        .create("log", libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT)
+        .await;
     assert_eq!(stat.size, 12);
-    h.fs.write(fh, stat.size, b"mine\n".to_vec())
-        .await
-        .expect("write");
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.write(fh, stat.size, b"mine\n").await;
+    h.close(fh).await;
     assert_eq!(h.blob("log").as_deref(), Some(&b"remote line\nmine\n"[..]));
 }
 
 #[tokio::test]
 async fn a_file_unlinked_while_open_is_not_uploaded_and_leaves_nothing_behind() {
     let h = harness();
-    let (_, fh) =
-        h.fs.create(ROOT_INO, OsStr::new("tmp"), libc::O_RDWR)
-            .await
-            .expect("create");
+    let (_, fh) = h.create("tmp", libc::O_RDWR).await;
     h.fs.unlink(ROOT_INO, OsStr::new("tmp"))
         .await
         .expect("unlink");
-    h.fs.write(fh, 0, b"scratch".to_vec()).await.expect("write");
+    h.write(fh, 0, b"scratch").await;
     assert_eq!(h.fs.read(fh, 0, 10).await.expect("read"), b"scratch");
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.close(fh).await;
     assert_eq!(h.blob("tmp"), None);
     assert_eq!(h.fs.shutdown().await, 0);
     let leftovers: Vec<_> = std::fs::read_dir(h._cache.path().join("data"))
@@ -333,41 +363,16 @@ async fn rename_moves_files_and_directories() {
     h.put("dir/one", b"1").await;
     h.put("dir/sub/two", b"2").await;
     h.ino("a.txt").await;
-    h.fs.rename(
-        ROOT_INO,
-        OsStr::new("a.txt"),
-        ROOT_INO,
-        OsStr::new("b.txt"),
-        0,
-    )
-    .await
-    .expect("rename file");
+    h.rename("a.txt", "b.txt").await.expect("rename file");
     assert_eq!(h.blob("a.txt"), None);
     assert_eq!(h.blob("b.txt").as_deref(), Some(&b"A"[..]));
     h.ino("dir").await;
-    h.fs.rename(
-        ROOT_INO,
-        OsStr::new("dir"),
-        ROOT_INO,
-        OsStr::new("moved"),
-        0,
-    )
-    .await
-    .expect("rename dir");
+    h.rename("dir", "moved").await.expect("rename dir");
     assert_eq!(h.blob("moved/one").as_deref(), Some(&b"1"[..]));
     assert_eq!(h.blob("moved/sub/two").as_deref(), Some(&b"2"[..]));
     assert_eq!(h.blob("dir/one"), None);
     assert_eq!(h.read_all("moved/sub/two").await, b"2");
-    let err =
-        h.fs.rename(
-            ROOT_INO,
-            OsStr::new("b.txt"),
-            ROOT_INO,
-            OsStr::new("moved"),
-            0,
-        )
-        .await
-        .expect_err("file over dir");
+    let err = h.rename("b.txt", "moved").await.expect_err("file over dir");
     assert_eq!(err.errno, libc::EISDIR);
 }
 
@@ -377,7 +382,7 @@ async fn random_read_of_a_large_blob_fetches_only_what_it_touches() {
     let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     h.put("big", &data).await;
     let ino = h.ino("big").await;
-    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
+    let fh = h.open(ino, libc::O_RDONLY).await;
     // Let the open's head prefetch finish, then count only what the random reads cost.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = h.counts.get_bytes.load(Ordering::Relaxed);
@@ -418,7 +423,7 @@ async fn a_blob_replaced_mid_read_fails_with_estale_not_mixed_content() {
     let h = harness();
     h.put("f", &vec![1u8; 16 << 20]).await;
     let ino = h.ino("f").await;
-    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
+    let fh = h.open(ino, libc::O_RDONLY).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     h.put("f", &vec![2u8; 16 << 20]).await;
     // The head was prefetched at open: still version 1.
@@ -438,32 +443,20 @@ async fn prefix_mounts_see_only_their_subtree() {
         h.names(ROOT_INO).await,
         vec![("x.csv".to_string(), Kind::File)]
     );
-    let (_, fh) =
-        h.fs.create(ROOT_INO, OsStr::new("y.csv"), libc::O_WRONLY)
-            .await
-            .expect("create");
-    h.fs.write(fh, 0, b"1".to_vec()).await.expect("write");
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.write_new("y.csv", b"1").await;
     assert_eq!(h.blob("team/data/y.csv").as_deref(), Some(&b"1"[..]));
 }
 
 #[tokio::test]
 async fn large_files_are_uploaded_in_blocks() {
     let h = harness();
-    let (_, fh) =
-        h.fs.create(ROOT_INO, OsStr::new("big"), libc::O_WRONLY)
-            .await
-            .expect("create");
+    let (_, fh) = h.create("big", libc::O_WRONLY).await;
     let data: Vec<u8> = (0..(40u32 << 20)).map(|i| (i % 253) as u8).collect();
     for (i, piece) in data.chunks(1 << 20).enumerate() {
-        h.fs.write(fh, (i as u64) << 20, piece.to_vec())
-            .await
-            .expect("write");
+        h.write(fh, (i as u64) << 20, piece).await;
     }
     let puts_before = h.counts.snapshot().put;
-    h.fs.flush(fh).await.expect("flush");
-    h.fs.release(fh).expect("release");
+    h.close(fh).await;
     let puts = h.counts.snapshot().put - puts_before;
     assert_eq!(puts, 5 + 1, "5 blocks of 8 MiB and one block list");
     assert_eq!(h.blob("big").map(|b| b.len()), Some(data.len()));
@@ -484,21 +477,12 @@ async fn cached_content_is_reused_by_the_next_mount_while_the_etag_matches() {
         .await
         .expect("put");
     let mount = || {
-        let dyn_store: Arc<dyn BlobStore> = store.clone();
-        let content = ContentCache::new(cache.path().join("data"), 1 << 30, Arc::clone(&dyn_store))
-            .expect("cache");
-        Fs::new(
-            dyn_store,
+        new_fs(
+            store.clone(),
+            cache.path(),
             "",
-            Arc::new(content),
-            AttrCache::new(Duration::from_secs(60), Duration::from_secs(5)),
-            Presentation {
-                uid: 0,
-                gid: 0,
-                file_mode: 0o644,
-                dir_mode: 0o755,
-                read_only: false,
-            },
+            1 << 30,
+            Duration::from_secs(60),
         )
     };
     let first = mount();
@@ -625,7 +609,7 @@ async fn a_blob_larger_than_the_cache_streams_within_the_budget() {
     let data: Vec<u8> = (0..(64u32 << 20)).map(|i| (i / 4096 % 251) as u8).collect();
     h.put("big", &data).await;
     let ino = h.ino("big").await;
-    let fh = h.fs.open(ino, libc::O_RDONLY).await.expect("open").fh;
+    let fh = h.open(ino, libc::O_RDONLY).await;
     let mut peak = 0;
     let mut offset = 0u64;
     while offset < data.len() as u64 {

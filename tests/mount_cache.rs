@@ -13,51 +13,13 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{Mount, TestContainer};
+use common::{assert_bytes_eq, python3, random_bytes, sha256_hex, Mount, TestContainer};
 use counts::{measure, settled_counts};
-use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-
-/// `len` pseudo-random bytes (xorshift64*; fast, and different for each seed).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Asserts two byte strings are equal, naming the first difference (not dumping megabytes).
-#[track_caller]
-fn assert_bytes_eq(got: &[u8], expected: &[u8], what: &str) {
-    if got == expected {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(expected)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(expected.len()));
-    panic!(
-        "{what}: got {} bytes, expected {}; first difference at byte {first}",
-        got.len(),
-        expected.len()
-    );
-}
 
 /// `pread` of up to `len` bytes at `offset`, looping over short reads until EOF.
 fn pread_full(f: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
@@ -105,6 +67,15 @@ fn disk_usage(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Mounts `c` with the default options, or with `--no-passthrough` unless `passthrough`.
+fn mount_with_passthrough(c: &TestContainer, passthrough: bool) -> Mount {
+    let mut builder = Mount::builder(c);
+    if !passthrough {
+        builder = builder.arg("--no-passthrough");
+    }
+    builder.mount()
 }
 
 /// Reads at 1 MiB chunk and 8 MiB request boundaries, the last partial chunk, and past the
@@ -161,11 +132,7 @@ fn reads_at_chunk_boundaries_and_past_eof_are_exact() {
     let data = random_bytes(SIZE as usize, 0xb0da);
     c.put("edges.bin", &data);
     for passthrough in [true, false] {
-        let mut builder = Mount::builder(&c);
-        if !passthrough {
-            builder = builder.arg("--no-passthrough");
-        }
-        let m = builder.mount();
+        let m = mount_with_passthrough(&c, passthrough);
         let mode = if passthrough {
             "default"
         } else {
@@ -496,11 +463,7 @@ fn a_cached_file_reopened_reads_exact_and_mmaps() {
     // Both ways a fully cached file is served: FUSE passthrough (the default; the kernel reads
     // the cache file itself, as we are root) and through the daemon.
     for passthrough in [true, false] {
-        let mut builder = Mount::builder(&c);
-        if !passthrough {
-            builder = builder.arg("--no-passthrough");
-        }
-        let m = builder.mount();
+        let m = mount_with_passthrough(&c, passthrough);
         let mode = if passthrough {
             "passthrough"
         } else {
@@ -535,22 +498,14 @@ with open(path, "rb") as f:
     print(hashlib.sha256(m[:]).hexdigest())
     m.close()
 "#;
-        let (out, cost) = measure(&m, || {
-            Command::new("python3")
-                .arg("-c")
-                .arg(script)
-                .arg(&path)
-                .arg(start.to_string())
-                .arg(end.to_string())
-                .output()
-                .expect("cannot run python3")
+        let args = [
+            path.clone().into_os_string(),
+            start.to_string().into(),
+            end.to_string().into(),
+        ];
+        let (stdout, cost) = measure(&m, || {
+            python3(script, &args, &format!("{mode}: python3 mmap"))
         });
-        assert!(
-            out.status.success(),
-            "{mode}: python3 mmap failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = stdout.lines().collect();
         let expected = [
             SIZE.to_string(),

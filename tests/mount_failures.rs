@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{
-    endpoint, is_mounted, random_hex, run_mount_expect_failure, Mount, TestContainer, ACCOUNT,
-    ACCOUNT_KEY,
+    dir_names, endpoint, is_mounted, random_hex, run_mount_expect_failure, Mount, TestContainer,
+    ACCOUNT, ACCOUNT_KEY,
 };
 use tempfile::TempDir;
 
@@ -69,6 +69,27 @@ impl Scratch {
             "a failed mount must not stay mounted"
         );
         (code, stderr, took)
+    }
+
+    /// [`Scratch::fail`] with the emulator's credentials: `--emulator --endpoint ENDPOINT`.
+    fn fail_emulator(&self, target: &str, mountpoint: &Path) -> (i32, String, f64) {
+        let endpoint = endpoint();
+        self.fail(&["--emulator", "--endpoint", &endpoint], target, mountpoint)
+    }
+
+    /// Mounts `c` with the credential arguments `args` and `--endpoint ENDPOINT`, expecting an
+    /// authentication failure that names the account and `credential`; returns stderr.
+    fn fail_auth(&self, c: &TestContainer, args: &[&str], credential: &str) -> String {
+        let endpoint = endpoint();
+        let mut all = args.to_vec();
+        all.extend(["--endpoint", &endpoint]);
+        let (code, stderr, _) = self.fail(&all, c.name(), &self.mountpoint());
+        assert_one_clear_line(
+            code,
+            &stderr,
+            &["authentication failed", ACCOUNT, credential],
+        );
+        stderr
     }
 }
 
@@ -126,23 +147,15 @@ fn wrong_account_key_fails_with_authentication_error() {
     let key = random_key();
     assert_ne!(key, ACCOUNT_KEY);
     let key_file = s.secret_file("key", &format!("{key}\n"));
-    let endpoint = endpoint();
-    let (code, stderr, _) = s.fail(
+    let stderr = s.fail_auth(
+        &c,
         &[
             "--account",
             ACCOUNT,
             "--account-key-file",
             key_file.to_str().unwrap(),
-            "--endpoint",
-            &endpoint,
         ],
-        c.name(),
-        &s.mountpoint(),
-    );
-    assert_one_clear_line(
-        code,
-        &stderr,
-        &["authentication failed", ACCOUNT, "account key"],
+        "account key",
     );
     assert_no_secret(
         &[("stderr", &stderr), ("log", &s.log())],
@@ -166,21 +179,10 @@ fn wrongly_signed_sas_token_fails_with_authentication_error() {
         "sv=2021-08-06&ss=b&srt=sco&sp=rl&se=2099-01-01T00:00:00Z&spr=https,http&sig={sig}"
     );
     let token_file = s.secret_file("sas", &format!("?{token}\n"));
-    let endpoint = endpoint();
-    let (code, stderr, _) = s.fail(
-        &[
-            "--sas-token-file",
-            token_file.to_str().unwrap(),
-            "--endpoint",
-            &endpoint,
-        ],
-        c.name(),
-        &s.mountpoint(),
-    );
-    assert_one_clear_line(
-        code,
-        &stderr,
-        &["authentication failed", ACCOUNT, "SAS token"],
+    let stderr = s.fail_auth(
+        &c,
+        &["--sas-token-file", token_file.to_str().unwrap()],
+        "SAS token",
     );
     assert_no_secret(&[("stderr", &stderr), ("log", &s.log())], &[&sig]);
     assert!(!stderr.contains("sig="), "stderr shows the token: {stderr}");
@@ -190,21 +192,12 @@ fn wrongly_signed_sas_token_fails_with_authentication_error() {
 fn missing_container_fails_with_not_found() {
     let s = Scratch::new();
     let name = format!("nosuch{}", random_hex(16));
-    let endpoint = endpoint();
-    let (code, stderr, _) = s.fail(
-        &["--emulator", "--endpoint", &endpoint],
-        &name,
-        &s.mountpoint(),
-    );
+    let (code, stderr, _) = s.fail_emulator(&name, &s.mountpoint());
     assert_one_clear_line(code, &stderr, &["not found", &format!("'{name}'")]);
     assert_no_secret(&[("stderr", &stderr), ("log", &s.log())], &[ACCOUNT_KEY]);
 
     // The same with a prefix: the container is still what is missing.
-    let (code, stderr, _) = s.fail(
-        &["--emulator", "--endpoint", &endpoint],
-        &format!("{name}/some/prefix"),
-        &s.mountpoint(),
-    );
+    let (code, stderr, _) = s.fail_emulator(&format!("{name}/some/prefix"), &s.mountpoint());
     assert_one_clear_line(code, &stderr, &["not found", &format!("'{name}'")]);
 }
 
@@ -228,8 +221,7 @@ fn missing_mountpoint_fails_and_names_it() {
     let c = TestContainer::new();
     let s = Scratch::new();
     let missing = s.dir.path().join("no-such-dir");
-    let endpoint = endpoint();
-    let (code, stderr, _) = s.fail(&["--emulator", "--endpoint", &endpoint], c.name(), &missing);
+    let (code, stderr, _) = s.fail_emulator(c.name(), &missing);
     let line = assert_one_clear_line(code, &stderr, &[missing.to_str().unwrap()]);
     assert!(
         line.contains("No such file or directory")
@@ -242,7 +234,7 @@ fn missing_mountpoint_fails_and_names_it() {
     // A mountpoint that is a regular file.
     let file = s.dir.path().join("a-file");
     fs::write(&file, b"x").unwrap();
-    let (code, stderr, _) = s.fail(&["--emulator", "--endpoint", &endpoint], c.name(), &file);
+    let (code, stderr, _) = s.fail_emulator(c.name(), &file);
     assert_one_clear_line(code, &stderr, &[file.to_str().unwrap(), "not a directory"]);
 }
 
@@ -265,11 +257,7 @@ fn real_sas_token_from_a_file_mounts_reads_and_writes() {
         fs::read(m.join("dir/hello.txt")).unwrap(),
         b"hello via SAS\n"
     );
-    let names: Vec<String> = fs::read_dir(m.join("dir"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, vec!["hello.txt"]);
+    assert_eq!(dir_names(&m.join("dir")), vec!["hello.txt"]);
     fs::write(m.join("dir/written.txt"), b"written via SAS\n").unwrap();
     assert_eq!(c.get("dir/written.txt"), b"written via SAS\n");
 
@@ -333,10 +321,9 @@ fn connection_string_with_a_wrong_key_fails_without_showing_it() {
 fn failures_do_not_leave_a_daemon_behind() {
     // After a failed mount nothing may keep serving (or holding) the mountpoint.
     let s = Scratch::new();
-    let endpoint = endpoint();
     let name = format!("nosuch{}", random_hex(16));
     let mountpoint = s.mountpoint();
-    let (code, _, _) = s.fail(&["--emulator", "--endpoint", &endpoint], &name, &mountpoint);
+    let (code, _, _) = s.fail_emulator(&name, &mountpoint);
     assert_ne!(code, 0);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !common::daemon_pids(&mountpoint).is_empty() {

@@ -12,97 +12,26 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use azblobfs::store::{BlobStore, WriteCondition};
 use bytes::Bytes;
-use common::{block_on, Mount, TestContainer};
+use common::{assert_names_eq, python3, sorted_names, strings, Mount, TestContainer};
 use counts::measure;
-use futures::{StreamExt, TryStreamExt};
 
 /// Entries per List Blobs page (`src/fs/dir.rs`).
 const PAGE: usize = 5000;
 
-/// Writes many blobs, 64 requests in flight, through the harness's runtime.
-fn put_many(c: &TestContainer, blobs: Vec<(String, Bytes)>) {
-    let store = c.store_arc();
-    let count = blobs.len();
-    let started = Instant::now();
-    block_on(
-        futures::stream::iter(blobs)
-            .map(|(name, body)| {
-                let store = Arc::clone(&store);
-                async move {
-                    store
-                        .put(&name, body, &WriteCondition::None)
-                        .await
-                        .map_err(|e| format!("cannot put blob {name:?}: {e}"))
-                }
-            })
-            .buffer_unordered(64)
-            .try_for_each(|_| async { Ok(()) }),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let elapsed = started.elapsed();
-    eprintln!("created {count} blobs in {elapsed:?}");
-    if elapsed > Duration::from_secs(60) {
-        eprintln!("note: creating {count} blobs took more than 60 s");
-    }
-}
-
 /// `count` empty blobs `dir/f00000`, `dir/f00001`, ...; returns their file names, sorted.
 fn put_numbered(c: &TestContainer, dir: &str, count: usize) -> Vec<String> {
     let names: Vec<String> = (0..count).map(|i| format!("f{i:05}")).collect();
-    put_many(
-        c,
+    c.put_many(
         names
             .iter()
             .map(|n| (format!("{dir}/{n}"), Bytes::new()))
             .collect(),
     );
     names
-}
-
-/// The names in directory `dir` (std::fs::read_dir), sorted.
-fn sorted_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.unwrap_or_else(|e| panic!("entry of {}: {e}", dir.display()))
-                .file_name()
-                .into_string()
-                .expect("UTF-8 file name")
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-/// Asserts two sorted name lists are equal, naming the first difference (not dumping 20,000
-/// names).
-#[track_caller]
-fn assert_names_eq(got: &[String], expected: &[String], what: &str) {
-    if got == expected {
-        return;
-    }
-    let first = got
-        .iter()
-        .zip(expected)
-        .position(|(a, b)| a != b)
-        .unwrap_or(got.len().min(expected.len()));
-    panic!(
-        "{what}: {} names, expected {}; first difference at index {first}: got {:?}, expected {:?}",
-        got.len(),
-        expected.len(),
-        got.get(first),
-        expected.get(first)
-    );
 }
 
 #[track_caller]
@@ -120,6 +49,16 @@ fn assert_enoent(path: &Path, what: &str) {
             meta.len()
         ),
     }
+}
+
+/// For each entry named `name` that read_dir lists in `dir`: whether it is a directory.
+fn entries_are_dirs(dir: &Path, name: &str) -> Vec<bool> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() == name)
+        .map(|e| e.file_type().unwrap().is_dir())
+        .collect()
 }
 
 /// Runs `sh -c script` (with `LC_ALL=C`) and returns its stdout; panics unless it succeeds.
@@ -154,8 +93,7 @@ fn listings_of_0_1_5001_and_20000_entries_are_exact() {
     // ('-' sorts before '/'): `p` must still be listed once, as a directory (the directory
     // wins, even across pages).
     let mut five: Vec<String> = (0..PAGE).map(|i| format!("p-{i:05}")).collect();
-    put_many(
-        &c,
+    c.put_many(
         five.iter()
             .map(|n| (format!("five/{n}"), Bytes::new()))
             .chain([
@@ -200,12 +138,7 @@ fn listings_of_0_1_5001_and_20000_entries_are_exact() {
     for entry in fs::read_dir(m.join("twenty")).unwrap().take(100) {
         assert!(entry.unwrap().file_type().unwrap().is_file());
     }
-    let p_entries: Vec<bool> = fs::read_dir(m.join("five"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() == "p")
-        .map(|e| e.file_type().unwrap().is_dir())
-        .collect();
+    let p_entries = entries_are_dirs(&m.join("five"), "p");
     assert_eq!(p_entries, vec![true], "entries named `p` in five/");
     assert!(fs::metadata(m.join("five/p")).unwrap().is_dir());
     assert_eq!(sorted_names(&m.join("five/p")), strings(&["q"]));
@@ -219,8 +152,7 @@ fn seed_ls_dir(c: &TestContainer) -> BTreeMap<String, u64> {
     let expected: BTreeMap<String, u64> = (0..2000)
         .map(|i| (format!("file-{i:04}.txt"), (i * 7 % 97) as u64))
         .collect();
-    put_many(
-        c,
+    c.put_many(
         expected
             .iter()
             .map(|(name, &size)| {
@@ -299,8 +231,7 @@ fn seed_tree(c: &TestContainer) -> Vec<(String, u64)> {
     let files: Vec<(String, u64)> = (0..20)
         .flat_map(|d| (0..50).map(move |f| (format!("d{d:02}/f{f:02}.dat"), (d * 50 + f) % 37)))
         .collect();
-    put_many(
-        c,
+    c.put_many(
         files
             .iter()
             .map(|(name, size)| (name.clone(), Bytes::from(vec![b'y'; *size as usize])))
@@ -343,20 +274,7 @@ print(dirs, files, size)
 for n in sorted(names):
     print(n)
 "#;
-    let (out, cost) = measure(&m, || {
-        let out = Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(m.path())
-            .output()
-            .expect("cannot run python3");
-        assert!(
-            out.status.success(),
-            "python3 os.walk failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    });
+    let (out, cost) = measure(&m, || python3(script, &[m.path()], "python3 os.walk"));
     eprintln!("os.walk + os.stat of 20 x 50 files: requests {cost:?}");
     let mut lines = out.lines();
     assert_eq!(
@@ -524,12 +442,7 @@ fn a_name_that_is_both_a_blob_and_a_prefix_is_one_directory() {
     assert_eq!(sorted_names(&m.join("a")), strings(&["b"]));
     assert_eq!(fs::read(m.join("a/b")).unwrap(), b"blob a/b");
     // Listed once, as a directory (not a file and a directory of the same name).
-    let a_entries: Vec<bool> = fs::read_dir(m.path())
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() == "a")
-        .map(|e| e.file_type().unwrap().is_dir())
-        .collect();
+    let a_entries = entries_are_dirs(m.path(), "a");
     assert_eq!(
         a_entries,
         vec![true],

@@ -5,52 +5,10 @@ mod common;
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
 
-use azblobfs::store::{BlobStore, WriteCondition};
+use azblobfs::store::BlobStore;
 use bytes::Bytes;
-use common::{block_on, Mount, TestContainer};
-use futures::StreamExt;
-
-/// The names in directory `dir`, sorted (read_dir gives them in no particular order).
-fn sorted_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.unwrap_or_else(|e| panic!("entry of {}: {e}", dir.display()))
-                .file_name()
-                .into_string()
-                .expect("UTF-8 file name")
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
-
-/// The errno of a failed call; panics if it succeeded.
-fn errno_of<T: std::fmt::Debug>(result: std::io::Result<T>, what: &str) -> i32 {
-    match result {
-        Ok(v) => panic!("{what} succeeded ({v:?}) but should have failed"),
-        Err(e) => e
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("{what} failed without an errno: {e}")),
-    }
-}
-
-fn assert_errno<T: std::fmt::Debug>(result: std::io::Result<T>, expected: i32, what: &str) {
-    let got = errno_of(result, what);
-    assert_eq!(
-        got,
-        expected,
-        "{what}: expected errno {expected} ({}), got {got} ({})",
-        std::io::Error::from_raw_os_error(expected),
-        std::io::Error::from_raw_os_error(got)
-    );
-}
+use common::{assert_errno, block_on, dir_names, sorted_names, strings, Mount, TestContainer};
 
 fn is_dir_marker(c: &TestContainer, name: &str) -> bool {
     block_on(c.store().properties(name))
@@ -491,35 +449,19 @@ fn lists_a_directory_with_5100_entries_completely() {
     );
     blobs.push("big-sibling/not-listed.txt".to_string());
 
-    let store = c.store_arc();
-    let failures: Vec<String> = block_on(
-        futures::stream::iter(blobs.clone())
-            .map(|name| {
-                let store = store.clone();
-                async move {
-                    let body = Bytes::from(name.clone().into_bytes());
-                    store
-                        .put(&name, body, &WriteCondition::None)
-                        .await
-                        .err()
-                        .map(|e| format!("{name}: {e}"))
-                }
-            })
-            .buffer_unordered(64)
-            .filter_map(|r| async move { r })
+    c.put_many(
+        blobs
+            .iter()
+            .map(|name| (name.clone(), Bytes::from(name.clone().into_bytes())))
             .collect(),
     );
-    assert!(failures.is_empty(), "uploads failed: {failures:?}");
     assert_eq!(c.list_all("big/").len(), blobs.len() - 1);
 
     let m = Mount::new(&c);
     expected.sort();
     let listed = {
         // Unsorted first: no entry may be listed twice.
-        let raw: Vec<String> = fs::read_dir(m.join("big"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let raw = dir_names(&m.join("big"));
         let mut dedup = raw.clone();
         dedup.sort();
         dedup.dedup();

@@ -6,48 +6,9 @@ mod common;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
-use std::process::Command;
 
-use common::{Mount, TestContainer};
+use common::{python3, random_bytes, sha256_hex, sorted_names, strings, Mount, TestContainer};
 use sha2::{Digest, Sha256};
-
-/// The names in directory `dir`, sorted (read_dir gives them in no particular order).
-fn sorted_names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
-        .map(|e| {
-            e.unwrap_or_else(|e| panic!("entry of {}: {e}", dir.display()))
-                .file_name()
-                .into_string()
-                .expect("UTF-8 file name")
-        })
-        .collect();
-    names.sort();
-    names
-}
-
-/// `len` pseudo-random bytes (xorshift64*; fast, and different for each seed).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-fn strings(names: &[&str]) -> Vec<String> {
-    names.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn lists_nested_directories_and_reads_exact_content() {
@@ -267,20 +228,7 @@ fn python_reads_a_csv_through_the_mount() {
                   with open(sys.argv[1], newline='', encoding='utf-8') as f:\n    \
                   rows = list(csv.DictReader(f))\n\
                   print(len(rows), sum(int(r['amount']) for r in rows))";
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(m.join("reports/2024/sales data.csv"))
-        .output()
-        .expect("cannot run python3");
-    assert!(
-        out.status.success(),
-        "python3 failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("250 {expected}")
-    );
+    let out = python3(script, &[m.join("reports/2024/sales data.csv")], "python3");
+    assert_eq!(out.trim(), format!("250 {expected}"));
     m.unmount();
 }

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs;
 
-use common::{Mount, TestContainer};
+use common::{dir_names, Mount, TestContainer};
 
 #[test]
 fn mount_list_read_write_unmount() {
@@ -16,15 +16,7 @@ fn mount_list_read_write_unmount() {
 
     let m = Mount::new(&c);
 
-    let names: BTreeSet<String> = fs::read_dir(m.path())
-        .expect("read_dir of the mount root")
-        .map(|e| {
-            e.expect("directory entry")
-                .file_name()
-                .into_string()
-                .unwrap()
-        })
-        .collect();
+    let names: BTreeSet<String> = dir_names(m.path()).into_iter().collect();
     assert!(names.contains("hello.txt"), "root listing: {names:?}");
     assert!(names.contains("dir"), "root listing: {names:?}");
     assert!(m.join("dir").is_dir(), "dir should be a directory");

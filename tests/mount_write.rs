@@ -7,42 +7,14 @@ mod common;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    azblobfs_command, daemon_pids, emulator_args, is_mounted, kill_daemons, lazy_unmount,
-    run_with_timeout, tail, wait_pids_gone, Mount, MountBuilder, TestContainer,
-    DAEMON_EXIT_TIMEOUT, MOUNT_TIMEOUT,
+    azblobfs_command, daemon_pids, dir_names, emulator_args, errno_of, is_mounted, kill_daemons,
+    lazy_unmount, random_bytes, run_with_timeout, sha256_hex, sorted_names, tail, wait_pids_gone,
+    Mount, MountBuilder, TestContainer, DAEMON_EXIT_TIMEOUT, MOUNT_TIMEOUT,
 };
-use sha2::{Digest, Sha256};
-
-/// `len` pseudo-random bytes (xorshift64*; fast, and different for each seed).
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-fn errno_of<T: std::fmt::Debug>(result: std::io::Result<T>, what: &str) -> i32 {
-    match result {
-        Ok(v) => panic!("{what} succeeded ({v:?}) but should have failed"),
-        Err(e) => e
-            .raw_os_error()
-            .unwrap_or_else(|| panic!("{what} failed without an errno: {e}")),
-    }
-}
 
 #[test]
 fn new_file_is_uploaded_and_reads_back() {
@@ -113,28 +85,31 @@ fn overwrite_with_shorter_content_replaces_it() {
     m.unmount();
 }
 
+/// Opens `path` for appending, writes `data` and closes it.
+fn append_to(path: &Path, data: &[u8]) {
+    let mut f = OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// Opens `path` for writing, truncates or extends it to `len` bytes and closes it.
+fn set_len(path: &Path, len: u64) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len).unwrap();
+}
+
 #[test]
 fn append_adds_to_the_end() {
     let c = TestContainer::new();
     c.put("log.txt", b"line 1\n");
     let m = Mount::new(&c);
 
-    let mut f = OpenOptions::new()
-        .append(true)
-        .open(m.join("log.txt"))
-        .unwrap();
-    f.write_all(b"line 2\n").unwrap();
-    drop(f);
+    append_to(&m.join("log.txt"), b"line 2\n");
     assert_eq!(c.get("log.txt"), b"line 1\nline 2\n");
 
     // A second append, to a file created through the mount.
     fs::write(m.join("made-here.txt"), b"a").unwrap();
     for piece in [&b"b"[..], b"cd", b"\n"] {
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(m.join("made-here.txt"))
-            .unwrap();
-        f.write_all(piece).unwrap();
+        append_to(&m.join("made-here.txt"), piece);
     }
     assert_eq!(c.get("made-here.txt"), b"abcd\n");
 
@@ -159,21 +134,11 @@ fn truncate_smaller_and_larger() {
     c.put("t.bin", &original);
     let m = Mount::new(&c);
 
-    let f = OpenOptions::new()
-        .write(true)
-        .open(m.join("t.bin"))
-        .unwrap();
-    f.set_len(100).unwrap();
-    drop(f);
+    set_len(&m.join("t.bin"), 100);
     assert_eq!(c.get("t.bin"), &original[..100], "after set_len(100)");
     assert_eq!(fs::metadata(m.join("t.bin")).unwrap().len(), 100);
 
-    let f = OpenOptions::new()
-        .write(true)
-        .open(m.join("t.bin"))
-        .unwrap();
-    f.set_len(300).unwrap();
-    drop(f);
+    set_len(&m.join("t.bin"), 300);
     let mut expected = original[..100].to_vec();
     expected.resize(300, 0);
     assert_eq!(c.get("t.bin"), expected, "after set_len(300): zero-filled");
@@ -205,11 +170,7 @@ fn remove_file_deletes_the_blob() {
     assert!(c.exists("dir/stays.txt"));
     let err = fs::metadata(m.join("dir/gone.txt")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
-    let names: Vec<String> = fs::read_dir(m.join("dir"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(names, vec!["stays.txt"]);
+    assert_eq!(dir_names(&m.join("dir")), vec!["stays.txt"]);
 
     // A file written through the mount can be deleted through it too.
     fs::write(m.join("temp.txt"), b"temp").unwrap();
@@ -283,12 +244,7 @@ fn check_read_only(c: &TestContainer, builder: MountBuilder) {
 
     assert_eq!(fs::read(m.join("file.txt")).unwrap(), b"original\n");
     assert_eq!(fs::read(m.join("dir/inner.txt")).unwrap(), b"inner\n");
-    let mut listed: Vec<String> = fs::read_dir(m.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    listed.sort();
-    assert_eq!(listed, vec!["dir", "file.txt"]);
+    assert_eq!(sorted_names(m.path()), vec!["dir", "file.txt"]);
 
     let rofs = |what: &str, errno: i32| {
         assert_eq!(
@@ -395,6 +351,8 @@ struct HandMount {
     _dir: tempfile::TempDir,
     mountpoint: PathBuf,
     log: PathBuf,
+    /// The one daemon process serving it.
+    pids: Vec<u32>,
 }
 
 impl HandMount {
@@ -417,11 +375,15 @@ impl HandMount {
         let out = run_with_timeout(cmd, MOUNT_TIMEOUT);
         assert_eq!(out.code, Some(0), "mount failed: {}", out.stderr);
         assert!(is_mounted(&mountpoint), "not mounted after exit 0");
-        HandMount {
+        let mut hm = HandMount {
             _dir: dir,
             mountpoint,
             log,
-        }
+            pids: Vec::new(),
+        };
+        hm.pids = daemon_pids(&hm.mountpoint);
+        assert_eq!(hm.pids.len(), 1, "one daemon process: {:?}", hm.pids);
+        hm
     }
 
     fn log(&self) -> String {
@@ -451,17 +413,16 @@ fn sigterm(pids: &[u32]) {
 fn sigterm_unmounts_cleanly_with_written_data_uploaded() {
     let c = TestContainer::new();
     let hm = HandMount::new(&c);
-    let pids = daemon_pids(&hm.mountpoint);
-    assert_eq!(pids.len(), 1, "one daemon process: {pids:?}");
+    let pids = &hm.pids;
 
     let data = random_bytes(3 << 20, 7);
     fs::write(hm.mountpoint.join("written.bin"), &data).unwrap();
     fs::create_dir(hm.mountpoint.join("made-dir")).unwrap();
     fs::write(hm.mountpoint.join("made-dir/small.txt"), b"small\n").unwrap();
 
-    sigterm(&pids);
+    sigterm(pids);
     assert!(
-        wait_pids_gone(&pids, DAEMON_EXIT_TIMEOUT),
+        wait_pids_gone(pids, DAEMON_EXIT_TIMEOUT),
         "the daemon did not exit after SIGTERM\nlog:\n{}",
         tail(&hm.log(), 40)
     );
@@ -485,19 +446,18 @@ fn sigterm_unmounts_cleanly_with_written_data_uploaded() {
 fn sigterm_with_a_file_still_open_uploads_it_when_closed() {
     let c = TestContainer::new();
     let hm = HandMount::new(&c);
-    let pids = daemon_pids(&hm.mountpoint);
-    assert_eq!(pids.len(), 1, "one daemon process: {pids:?}");
+    let pids = &hm.pids;
 
     let mut f = File::create(hm.mountpoint.join("open.txt")).unwrap();
     f.write_all(b"written before SIGTERM\n").unwrap();
-    sigterm(&pids);
+    sigterm(pids);
     // The mount is busy; the daemon detaches it and keeps serving the open file.
     std::thread::sleep(Duration::from_millis(500));
     f.write_all(b"and after\n").unwrap();
     drop(f);
 
     assert!(
-        wait_pids_gone(&pids, DAEMON_EXIT_TIMEOUT),
+        wait_pids_gone(pids, DAEMON_EXIT_TIMEOUT),
         "the daemon did not exit after SIGTERM and the last close\nlog:\n{}",
         tail(&hm.log(), 40)
     );

@@ -6,44 +6,29 @@
 //! print a line and return, so a plain `cargo test` stays usable on a machine without Azurite.
 //! Each test works in a fresh container and deletes it at the end.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use azblobfs::store::azure::AzureStore;
 use azblobfs::store::{BlobStore, Credentials, StoreConfig, StoreError, WriteCondition};
 use bytes::Bytes;
+use common::{random_hex, try_endpoint, ACCOUNT, ACCOUNT_KEY, ENDPOINT_VAR};
 
-const ENDPOINT_VAR: &str = "AZBLOBFS_TEST_ENDPOINT";
-const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
-const EMULATOR_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// Nothing listens on port 1: connections are refused at once.
 const UNREACHABLE_ENDPOINT: &str = "http://127.0.0.1:1/devstoreaccount1";
 
 fn test_endpoint(test: &str) -> Option<String> {
-    match std::env::var(ENDPOINT_VAR) {
-        Ok(e) if !e.trim().is_empty() => Some(e.trim().trim_end_matches('/').to_owned()),
-        _ => {
-            println!("{test}: {ENDPOINT_VAR} is unset, skipping (needs Azurite)");
-            None
-        }
+    let endpoint = try_endpoint();
+    if endpoint.is_none() {
+        println!("{test}: {ENDPOINT_VAR} is unset, skipping (needs Azurite)");
     }
+    endpoint
 }
 
 /// `t-` and 16 random hex digits: a valid container name, unique per test and run.
 fn unique_container() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    format!("t-{:016x}", h.finish())
+    format!("t-{}", random_hex(16))
 }
 
 fn config(endpoint: &str, container: &str, credentials: Credentials) -> StoreConfig {
@@ -56,8 +41,8 @@ fn config(endpoint: &str, container: &str, credentials: Credentials) -> StoreCon
 
 fn key_store(endpoint: &str, container: &str) -> AzureStore {
     let creds = Credentials::AccountKey {
-        account: EMULATOR_ACCOUNT.to_owned(),
-        key: EMULATOR_KEY.to_owned(),
+        account: ACCOUNT.to_owned(),
+        key: ACCOUNT_KEY.to_owned(),
     };
     AzureStore::new(&config(endpoint, container, creds)).expect("valid store config")
 }
@@ -70,6 +55,11 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The fixture of `test`, or `None` (the test is skipped) when there is no Azurite.
+    async fn for_test(test: &str) -> Option<Fixture> {
+        Some(Fixture::new(test_endpoint(test)?).await)
+    }
+
     async fn new(endpoint: String) -> Fixture {
         let container = unique_container();
         let store = key_store(&endpoint, &container);
@@ -152,10 +142,10 @@ async fn describe_never_shows_credentials() {
         "http://127.0.0.1:10000/devstoreaccount1/ctr"
     );
     let debug = format!("{store:?}");
-    assert!(!debug.contains(EMULATOR_KEY), "{debug}");
+    assert!(!debug.contains(ACCOUNT_KEY), "{debug}");
 
     let sas = Credentials::SasToken {
-        account: EMULATOR_ACCOUNT.to_owned(),
+        account: ACCOUNT.to_owned(),
         token: "?sv=2022-11-02&sp=rl&sr=c&se=2030-01-01T00%3A00%3A00Z&sig=c2VjcmV0c2lnbmF0dXJl"
             .to_owned(),
     };
@@ -168,14 +158,14 @@ async fn describe_never_shows_credentials() {
 #[tokio::test]
 async fn bad_configuration_is_rejected_without_echoing_secrets() {
     let bad_key = Credentials::AccountKey {
-        account: EMULATOR_ACCOUNT.to_owned(),
+        account: ACCOUNT.to_owned(),
         key: "not base64 !!!".to_owned(),
     };
     let err = AzureStore::new(&config(UNREACHABLE_ENDPOINT, "c", bad_key)).unwrap_err();
     assert!(!err.to_string().contains("not base64 !!!"), "{err}");
 
     let anon = || Credentials::Anonymous {
-        account: EMULATOR_ACCOUNT.to_owned(),
+        account: ACCOUNT.to_owned(),
     };
     let err = AzureStore::new(&config(
         "http://127.0.0.1:1/devstoreaccount1?sig=SECRETSIG",
@@ -207,7 +197,7 @@ async fn unreachable_endpoint_is_reported_as_unreachable() {
 
     // With a SAS the request URL (which the SDK quotes in its error) carries the token.
     let sas = Credentials::SasToken {
-        account: EMULATOR_ACCOUNT.to_owned(),
+        account: ACCOUNT.to_owned(),
         token: "sv=2022-11-02&sp=rl&sr=c&se=2030-01-01T00%3A00%3A00Z&sig=U0VDUkVUU0lHTkFUVVJF"
             .to_owned(),
     };
@@ -221,10 +211,9 @@ async fn unreachable_endpoint_is_reported_as_unreachable() {
 
 #[tokio::test]
 async fn list_pages_and_folds_prefixes() {
-    let Some(endpoint) = test_endpoint("list_pages_and_folds_prefixes") else {
+    let Some(fx) = Fixture::for_test("list_pages_and_folds_prefixes").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let mut expected: Vec<String> = (0..12).map(|i| format!("dir/f{i:02}")).collect();
     for name in &expected {
@@ -268,10 +257,9 @@ async fn list_pages_and_folds_prefixes() {
 
 #[tokio::test]
 async fn directory_markers_are_recognised() {
-    let Some(endpoint) = test_endpoint("directory_markers_are_recognised") else {
+    let Some(fx) = Fixture::for_test("directory_markers_are_recognised").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let marker = s.put_dir_marker("d").await.expect("put_dir_marker");
     put(s, "d/file", "content").await;
@@ -313,10 +301,9 @@ async fn directory_markers_are_recognised() {
 
 #[tokio::test]
 async fn properties_and_not_found() {
-    let Some(endpoint) = test_endpoint("properties_and_not_found") else {
+    let Some(fx) = Fixture::for_test("properties_and_not_found").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     s.check_container().await.expect("container exists");
     // Creating it again is fine.
@@ -367,10 +354,9 @@ async fn properties_and_not_found() {
 
 #[tokio::test]
 async fn ranged_reads() {
-    let Some(endpoint) = test_endpoint("ranged_reads") else {
+    let Some(fx) = Fixture::for_test("ranged_reads").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let data = pattern(10_000, 7);
     let w = s
@@ -434,10 +420,9 @@ async fn ranged_reads() {
 
 #[tokio::test]
 async fn conditional_writes() {
-    let Some(endpoint) = test_endpoint("conditional_writes") else {
+    let Some(fx) = Fixture::for_test("conditional_writes").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let first = s
         .put(
@@ -530,10 +515,9 @@ async fn conditional_writes() {
 
 #[tokio::test]
 async fn block_upload_round_trip() {
-    let Some(endpoint) = test_endpoint("block_upload_round_trip") else {
+    let Some(fx) = Fixture::for_test("block_upload_round_trip").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let blocks = [pattern(300_000, 1), pattern(300_000, 2), pattern(12_345, 3)];
     let ids: Vec<String> = (0..blocks.len()).map(|i| format!("block-{i:06}")).collect();
@@ -563,10 +547,9 @@ async fn block_upload_round_trip() {
 
 #[tokio::test]
 async fn copy_and_delete() {
-    let Some(endpoint) = test_endpoint("copy_and_delete") else {
+    let Some(fx) = Fixture::for_test("copy_and_delete").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let data = pattern(100_000, 9);
     put(s, "src dir/a.bin", data.clone()).await;
@@ -595,10 +578,9 @@ async fn copy_and_delete() {
 
 #[tokio::test]
 async fn special_character_names_round_trip() {
-    let Some(endpoint) = test_endpoint("special_character_names_round_trip") else {
+    let Some(fx) = Fixture::for_test("special_character_names_round_trip").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     let s = &fx.store;
     let mut names: Vec<String> = [
         "ünïcödé/файл.txt",
@@ -658,13 +640,12 @@ async fn special_character_names_round_trip() {
 
 #[tokio::test]
 async fn wrong_key_is_auth_failure() {
-    let Some(endpoint) = test_endpoint("wrong_key_is_auth_failure") else {
+    let Some(fx) = Fixture::for_test("wrong_key_is_auth_failure").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     put(&fx.store, "a.txt", "a").await;
     let wrong_key = Credentials::AccountKey {
-        account: EMULATOR_ACCOUNT.to_owned(),
+        account: ACCOUNT.to_owned(),
         // Valid base64, wrong key.
         key: "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="
             .to_owned(),
@@ -688,10 +669,9 @@ async fn wrong_key_is_auth_failure() {
 
 #[tokio::test]
 async fn container_sas_works() {
-    let Some(endpoint) = test_endpoint("container_sas_works") else {
+    let Some(fx) = Fixture::for_test("container_sas_works").await else {
         return;
     };
-    let fx = Fixture::new(endpoint).await;
     put(&fx.store, "seed.txt", "seed").await;
 
     let token = fx
@@ -709,7 +689,7 @@ async fn container_sas_works() {
     // With and without the leading '?'.
     for token in [token.clone(), format!("?{token}")] {
         let creds = Credentials::SasToken {
-            account: EMULATOR_ACCOUNT.to_owned(),
+            account: ACCOUNT.to_owned(),
             token,
         };
         let sas = AzureStore::new(&config(&fx.endpoint, &fx.container, creds)).expect("store");
@@ -764,7 +744,7 @@ async fn container_sas_works() {
         .container_sas_token(Duration::from_secs(3600))
         .expect("token");
     let creds = Credentials::SasToken {
-        account: EMULATOR_ACCOUNT.to_owned(),
+        account: ACCOUNT.to_owned(),
         token: foreign.clone(),
     };
     let sas = AzureStore::new(&config(&fx.endpoint, &fx.container, creds)).expect("store");
@@ -797,7 +777,7 @@ async fn anonymous_access_to_public_container() {
         &endpoint,
         &container,
         Credentials::Anonymous {
-            account: EMULATOR_ACCOUNT.to_owned(),
+            account: ACCOUNT.to_owned(),
         },
     ))
     .expect("anonymous store");

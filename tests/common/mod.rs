@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use azblobfs::store::azure::AzureStore;
 use azblobfs::store::{BlobStore, Credentials, StoreConfig, StoreError, WriteCondition};
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use tempfile::TempDir;
 
 /// The storage emulator's well-known development account (public, not a secret).
@@ -60,12 +61,21 @@ const SCRUBBED_ENV: &[&str] = &[
     "AZBLOBFS_CONNECTION_STRING",
 ];
 
+/// The variable that holds the Azurite blob endpoint.
+pub const ENDPOINT_VAR: &str = "AZBLOBFS_TEST_ENDPOINT";
+
+/// The Azurite blob endpoint, from `AZBLOBFS_TEST_ENDPOINT`, or `None` when it is not set.
+pub fn try_endpoint() -> Option<String> {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().trim_end_matches('/').to_owned()),
+        _ => None,
+    }
+}
+
 /// The Azurite blob endpoint, from `AZBLOBFS_TEST_ENDPOINT`. Panics when it is not set.
 pub fn endpoint() -> String {
-    match std::env::var("AZBLOBFS_TEST_ENDPOINT") {
-        Ok(v) if !v.trim().is_empty() => v.trim().trim_end_matches('/').to_owned(),
-        _ => panic!("AZBLOBFS_TEST_ENDPOINT is not set: run scripts/test.sh"),
-    }
+    try_endpoint()
+        .unwrap_or_else(|| panic!("AZBLOBFS_TEST_ENDPOINT is not set: run scripts/test.sh"))
 }
 
 /// Path of the `azblobfs` binary cargo built for these tests.
@@ -177,6 +187,32 @@ impl TestContainer {
                 .put(name, Bytes::copy_from_slice(data), &WriteCondition::None),
         )
         .unwrap_or_else(|e| panic!("cannot put blob {name:?}: {e}"));
+    }
+
+    /// Writes many blobs unconditionally, 64 requests in flight; panics at the first failure.
+    pub fn put_many(&self, blobs: Vec<(String, Bytes)>) {
+        let count = blobs.len();
+        let started = Instant::now();
+        block_on(
+            futures::stream::iter(blobs)
+                .map(|(name, body)| {
+                    let store = Arc::clone(&self.store);
+                    async move {
+                        store
+                            .put(&name, body, &WriteCondition::None)
+                            .await
+                            .map_err(|e| format!("cannot put blob {name:?}: {e}"))
+                    }
+                })
+                .buffer_unordered(64)
+                .try_for_each(|_| async { Ok(()) }),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let elapsed = started.elapsed();
+        eprintln!("created {count} blobs in {elapsed:?}");
+        if elapsed > Duration::from_secs(60) {
+            eprintln!("note: creating {count} blobs took more than 60 s");
+        }
     }
 
     /// Writes a directory marker blob (`hdi_isfolder=true`) named `name` (no trailing `/`).
@@ -830,4 +866,124 @@ pub fn kill_daemons(mountpoint: &Path) {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The names in directory `dir` (std::fs::read_dir), in the order read_dir gives them.
+pub fn dir_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| {
+            e.unwrap_or_else(|e| panic!("entry of {}: {e}", dir.display()))
+                .file_name()
+                .into_string()
+                .expect("UTF-8 file name")
+        })
+        .collect()
+}
+
+/// The names in directory `dir`, sorted (read_dir gives them in no particular order).
+pub fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut names = dir_names(dir);
+    names.sort();
+    names
+}
+
+pub fn strings(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// `len` pseudo-random bytes (xorshift64*; fast, and different for each seed).
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
+/// `None` when `got` and `expected` are equal, else the index of their first difference (the
+/// shorter length when one is a prefix of the other).
+fn first_difference<T: PartialEq>(got: &[T], expected: &[T]) -> Option<usize> {
+    (got != expected).then(|| {
+        got.iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(expected.len()))
+    })
+}
+
+/// Asserts two byte strings are equal, naming the first difference (not dumping megabytes).
+#[track_caller]
+pub fn assert_bytes_eq(got: &[u8], expected: &[u8], what: &str) {
+    if let Some(first) = first_difference(got, expected) {
+        panic!(
+            "{what}: got {} bytes, expected {}; first difference at byte {first}",
+            got.len(),
+            expected.len()
+        );
+    }
+}
+
+/// Asserts two sorted name lists are equal, naming the first difference (not dumping 20,000
+/// names).
+#[track_caller]
+pub fn assert_names_eq(got: &[String], expected: &[String], what: &str) {
+    if let Some(first) = first_difference(got, expected) {
+        panic!(
+            "{what}: {} names, expected {}; first difference at index {first}: got {:?}, expected {:?}",
+            got.len(),
+            expected.len(),
+            got.get(first),
+            expected.get(first)
+        );
+    }
+}
+
+/// The errno of a failed call; panics if it succeeded.
+pub fn errno_of<T: std::fmt::Debug>(result: std::io::Result<T>, what: &str) -> i32 {
+    match result {
+        Ok(v) => panic!("{what} succeeded ({v:?}) but should have failed"),
+        Err(e) => e
+            .raw_os_error()
+            .unwrap_or_else(|| panic!("{what} failed without an errno: {e}")),
+    }
+}
+
+/// Asserts `result` failed with errno `expected`.
+pub fn assert_errno<T: std::fmt::Debug>(result: std::io::Result<T>, expected: i32, what: &str) {
+    let got = errno_of(result, what);
+    assert_eq!(
+        got,
+        expected,
+        "{what}: expected errno {expected} ({}), got {got} ({})",
+        std::io::Error::from_raw_os_error(expected),
+        std::io::Error::from_raw_os_error(got)
+    );
+}
+
+/// Runs `python3 -c script ARGS...` and returns its stdout; panics (`{what} failed: stderr`)
+/// unless it succeeds.
+pub fn python3<S: AsRef<OsStr>>(script: &str, args: &[S], what: &str) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("cannot run python3");
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

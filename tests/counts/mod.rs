@@ -10,6 +10,8 @@ use std::fs;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use azblobfs::store::counting::RequestSnapshot;
+
 use crate::common::{tail, Mount};
 
 /// How long the daemon may take to install its signal handler, or to log the counts.
@@ -21,23 +23,23 @@ const COUNTS_MESSAGE: &str = "request counts";
 /// How long the counts must stay unchanged to count as settled.
 const SETTLE_INTERVAL: Duration = Duration::from_millis(150);
 
-/// The daemon's request counters (cumulative since the mount started).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub list: u64,
-    pub properties: u64,
-    pub get: u64,
-    pub get_bytes: u64,
-    pub put: u64,
-    pub put_bytes: u64,
-    pub copy: u64,
-    pub delete: u64,
-}
+/// The daemon's request counters (cumulative since the mount started): the snapshot type the
+/// daemon logs (its `Display` is the `list=N properties=N ...` part of the line).
+pub type Counts = RequestSnapshot;
 
-impl Counts {
+/// What the tests add to [`Counts`]: reading them back from a log line, and the difference of
+/// two.
+pub trait CountsExt: Sized {
     /// Parses the `requests=list=N properties=N ...` part of a log line; `None` unless all
     /// eight counters are there.
-    pub fn parse(line: &str) -> Option<Counts> {
+    fn parse(line: &str) -> Option<Self>;
+
+    /// What happened between `earlier` and `self` (counters never go down: panics if one did).
+    fn since(&self, earlier: &Self) -> Self;
+}
+
+impl CountsExt for Counts {
+    fn parse(line: &str) -> Option<Counts> {
         let start = line.find("requests=")? + "requests=".len();
         let mut counts = Counts::default();
         let mut seen = 0u8;
@@ -65,8 +67,7 @@ impl Counts {
         (seen == 0xff).then_some(counts)
     }
 
-    /// What happened between `earlier` and `self` (counters never go down: panics if one did).
-    pub fn since(&self, earlier: &Counts) -> Counts {
+    fn since(&self, earlier: &Counts) -> Counts {
         let d = |now: u64, then: u64, what: &str| {
             now.checked_sub(then).unwrap_or_else(|| {
                 panic!(
