@@ -286,11 +286,52 @@ async fn a_blob_changed_remotely_is_not_overwritten_and_the_data_is_kept() {
         .map(|e| std::fs::read(e.path()).expect("read saved"))
         .collect();
     assert_eq!(saved, vec![b"mineinal".to_vec()]);
+    // The next open reads the remote version (no stale ETag left behind).
+    assert_eq!(h.read_all("f").await, b"theirs");
     assert_eq!(
         h.fs.shutdown().await,
         0,
         "nothing left unsaved in the mount"
     );
+}
+
+#[tokio::test]
+async fn a_new_file_created_remotely_meanwhile_is_listed_once_after_the_refused_upload() {
+    let h = harness();
+    let (_, fh) = h.create("n", libc::O_WRONLY | libc::O_EXCL).await;
+    h.write(fh, 0, b"mine").await;
+    h.put("n", b"theirs").await;
+    assert_eq!(h.fs.flush(fh).await.expect_err("conflict").errno, libc::EIO);
+    h.fs.release(fh).expect("release");
+    assert_eq!(h.names(ROOT_INO).await, vec![("n".to_string(), Kind::File)]);
+    assert_eq!(h.read_all("n").await, b"theirs");
+}
+
+#[tokio::test]
+async fn a_file_handed_to_the_kernel_is_never_trimmed_and_idle_content_keeps_its_metadata() {
+    let h = harness_with("", 8 << 20);
+    let small: Vec<u8> = (0..(6u32 << 20)).map(|i| (i % 239) as u8).collect();
+    h.put("a", &small).await;
+    h.put("b", &vec![3u8; 20 << 20]).await;
+    assert_eq!(h.read_all("a").await, small);
+    let metas = std::fs::read_dir(h._cache.path().join("data"))
+        .expect("cache dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "meta"))
+        .count();
+    assert_eq!(
+        metas, 1,
+        "an idle blob's reuse metadata is written when it goes idle"
+    );
+    let ino = h.ino("a").await;
+    let opened = h.fs.open(ino, libc::O_RDONLY).await.expect("open");
+    let backing = opened.local_copy.expect("complete and clean: handed out");
+    // Reading a blob larger than the cache makes room, but not in the handed-out file.
+    assert_eq!(h.read_all("b").await.len(), 20 << 20);
+    let mut seen = vec![0u8; small.len()];
+    std::os::unix::fs::FileExt::read_exact_at(&backing, &mut seen, 0).expect("read backing");
+    assert!(seen == small, "the kernel's backing file lost data");
+    h.fs.release(opened.fh).expect("release");
 }
 
 #[tokio::test]

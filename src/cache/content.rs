@@ -71,8 +71,12 @@ pub struct CachedBlob {
     changed: Notify,
     /// Set when the mount ends: the file stays for the next mount instead of being removed.
     keep_on_disk: AtomicBool,
-    /// Bytes the latest read needed or prefetched: never trimmed to make room.
+    /// Bytes the latest read needed or prefetched: not trimmed to make room.
     hot: Mutex<Range<u64>>,
+    /// Byte ranges that readers and writers are using right now (see [`CachedBlob::pin`]):
+    /// never trimmed, so a range made present stays present until it has been used.
+    pins: Mutex<Vec<(u64, Range<u64>)>>,
+    next_pin: AtomicU64,
     /// Handed to the kernel as a complete file (passthrough): must never get holes again.
     handed_out: AtomicBool,
 }
@@ -104,6 +108,8 @@ impl CachedBlob {
             changed: Notify::new(),
             keep_on_disk: AtomicBool::new(false),
             hot: Mutex::new(0..0),
+            pins: Mutex::new(Vec::new()),
+            next_pin: AtomicU64::new(0),
             handed_out: AtomicBool::new(false),
         })
     }
@@ -135,7 +141,11 @@ impl CachedBlob {
         if needed.is_empty() && prefetch_end <= needed.start {
             return Ok(());
         }
-        *lock(&self.hot) = needed.start..prefetch_end.max(needed.end);
+        if !needed.is_empty() {
+            // Only real reads move the hot range: a background prefetch must not make the
+            // range a reader waits for look cold.
+            *lock(&self.hot) = needed.start..prefetch_end.max(needed.end);
+        }
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -416,6 +426,18 @@ impl CachedBlob {
         self.id
     }
 
+    /// Keeps bytes `range` from being trimmed until the guard is dropped: taken by a reader
+    /// before it makes the range present and held until it has read it, so the data cannot
+    /// be punched out in between.
+    pub fn pin(self: &Arc<Self>, range: Range<u64>) -> PinGuard {
+        let id = self.next_pin.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pins).push((id, range));
+        PinGuard {
+            blob: Arc::clone(self),
+            id,
+        }
+    }
+
     /// The complete file, for the kernel to read directly (passthrough); from now on it is
     /// never trimmed, as the kernel would read holes as zeros.
     pub fn hand_out(&self) -> Option<File> {
@@ -436,6 +458,10 @@ impl CachedBlob {
         {
             return 0;
         }
+        let pinned: Vec<Range<usize>> = lock(&self.pins)
+            .iter()
+            .map(|(_, range)| chunk_range(range, usize::MAX))
+            .collect();
         let hot = lock(&self.hot).clone();
         let hot_chunks = chunk_range(
             &(hot.start.saturating_sub(CHUNK_SIZE)..hot.end + CHUNK_SIZE),
@@ -444,7 +470,10 @@ impl CachedBlob {
         let mut chunks = lock(&self.chunks);
         let mut freed = 0;
         for (index, state) in chunks.iter_mut().enumerate() {
-            if hot_chunks.contains(&index) || !matches!(state, ChunkState::Present) {
+            if hot_chunks.contains(&index)
+                || pinned.iter().any(|range| range.contains(&index))
+                || !matches!(state, ChunkState::Present)
+            {
                 continue;
             }
             if file_io::punch_hole(&self.file, index as u64 * CHUNK_SIZE, CHUNK_SIZE).is_ok() {
@@ -453,6 +482,18 @@ impl CachedBlob {
             }
         }
         freed
+    }
+}
+
+/// See [`CachedBlob::pin`].
+pub struct PinGuard {
+    blob: Arc<CachedBlob>,
+    id: u64,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        lock(&self.blob.pins).retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -662,6 +703,10 @@ impl ContentCache {
             .get(name)
             .is_some_and(|b| Arc::ptr_eq(b, blob))
         {
+            // Written now, so a crash later still leaves reusable content behind.
+            if let Err(err) = blob.save_sidecar() {
+                debug!(blob = %name, "cannot save cache metadata: {err}");
+            }
             index.idle.put(name.to_string(), ());
             self.make_room(&mut index, 0);
         }

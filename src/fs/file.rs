@@ -178,12 +178,10 @@ impl Fs {
         };
         let keep_cache = self.inodes.swap_cached_version(ino, clean_version.clone());
         let local_copy = if !mode.write && clean_version.is_some() {
+            // Only a complete copy can serve reads without us (and from now on it is never
+            // trimmed); a failed dup just means the reads come through the daemon.
             let blob = Arc::clone(&file.state().blob);
-            // Only a complete copy can serve reads without us; a failed dup just means the
-            // reads come through the daemon.
-            blob.is_complete()
-                .then(|| blob.file().try_clone().ok())
-                .flatten()
+            blob.hand_out()
         } else {
             None
         };
@@ -262,6 +260,7 @@ impl Fs {
             p.next(offset, end, INITIAL_READAHEAD, max_readahead)
         });
         let prefetch_end = (end + window).min(file_size);
+        let _pin = blob.pin(offset..end);
         if let Err(err) = blob.ensure(&self.content, offset..end, prefetch_end).await {
             if err.errno == libc::ESTALE {
                 // The blob changed: the next open must see the new version, not this one.
@@ -311,6 +310,8 @@ impl Fs {
             (Arc::clone(&state.blob), state.size, state.dirty)
         };
         if blob.source().is_some() {
+            // Pinned until detached: from then on the content is local and never trimmed.
+            let _pin = blob.pin(0..size);
             blob.ensure(&self.content, 0..size, size).await?;
             blob.detach_from_remote();
         }
@@ -485,8 +486,11 @@ impl Fs {
             match self.content.keep_unsaved(&info.key, &blob) {
                 Ok(path) => {
                     error!(blob = %info.key, kept_at = %path.display(), "the blob changed remotely while open for writing; the local version was saved to lost+found");
+                    self.inodes.set_local_only(info.ino, false);
                     self.inodes.clear_file(info.ino);
                     self.content.forget(&info.key);
+                    // What exists now is somebody else's version: ask for it afresh.
+                    self.attrs.invalidate(&info.key);
                 }
                 Err(err) => {
                     error!(blob = %info.key, "the blob changed remotely while open for writing, and saving the local version to lost+found failed: {err}; it stays in the mount until unmount")
@@ -517,18 +521,17 @@ fn upload_error(key: &str, blob: &CachedBlob, err: StoreError) -> FsError {
         StoreError::AuthFailed { .. } => libc::EACCES,
         _ => libc::EIO,
     };
-    let reason = match &err {
+    let outcome = match &err {
         StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. } => {
-            "it was changed or created remotely since it was opened, and is not overwritten"
+            "it was changed or created remotely since it was opened, and is not overwritten; \
+             the local version goes to the cache's lost+found when the file is closed"
                 .to_string()
         }
-        other => other.to_string(),
-    };
-    FsError::failure(
-        errno,
-        format!(
-            "uploading '{key}' failed: {reason}; the local copy is kept at {}",
+        other => format!(
+            "{other}; the local copy is kept at {} and the upload retried at the next flush, \
+             fsync or unmount",
             blob.path().display()
         ),
-    )
+    };
+    FsError::failure(errno, format!("uploading '{key}' failed: {outcome}"))
 }

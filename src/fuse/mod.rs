@@ -130,6 +130,9 @@ impl Filesystem for FuseAdaptor {
         for flag in [
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_AUTO_INVAL_DATA,
+            // Listings carry every entry's attributes: `ls -l` needs no lookup per entry.
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
         ] {
             let _ = config.add_capabilities(flag);
         }
