@@ -615,11 +615,16 @@ impl ContentCache {
         }
     }
 
+    /// Adds `bytes` to the running estimate and tells whether the cache may be over budget.
+    fn may_exceed_budget(&self, bytes: u64) -> bool {
+        let added = self.added.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.counted.load(Ordering::Relaxed) + added > self.budget
+    }
+
     /// Records `bytes` newly written to the cache; when the total may exceed the budget,
     /// makes room: idle blobs go first (least recently used), then cold chunks of open ones.
     fn account(&self, bytes: u64) {
-        let added = self.added.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if self.counted.load(Ordering::Relaxed) + added <= self.budget {
+        if !self.may_exceed_budget(bytes) {
             return;
         }
         let mut index = lock(&self.index);
@@ -708,7 +713,12 @@ impl ContentCache {
                 debug!(blob = %name, "cannot save cache metadata: {err}");
             }
             index.idle.put(name.to_string(), ());
-            self.make_room(&mut index, 0);
+            // A full count stats every cached file: only when the budget may be exceeded.
+            // Counting the whole blob again over-estimates (fetched bytes were counted
+            // already) but also covers local writes, which are not counted as they happen.
+            if self.may_exceed_budget(disk_usage(blob.file())) {
+                self.make_room(&mut index, 0);
+            }
         }
     }
 
