@@ -25,6 +25,8 @@ use crate::store::{BlobStore, Credentials, StoreError};
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// FUSE request loops; requests are answered asynchronously, so a few suffice.
 const FUSE_THREADS: usize = 4;
+/// How long a mount waits for the previous mount of the same cache directory to finish.
+const CACHE_LOCK_WAIT: Duration = Duration::from_secs(15);
 /// Share of the free space on the cache disk used when `--cache-size` is not given.
 const DEFAULT_CACHE_SHARE: f64 = 0.5;
 
@@ -246,8 +248,19 @@ fn lock_cache_dir(config: &MountConfig) -> Result<(PathBuf, File), String> {
     let lock_path = dir.join("lock");
     let lock = File::create(&lock_path)
         .map_err(|e| format!("cannot create '{}': {e}", lock_path.display()))?;
-    // SAFETY: flock on a valid, open descriptor.
-    let locked = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    // A mount of the same container that was just unmounted may still be finishing (uploads,
+    // cache metadata) for a moment after `umount` returned: wait for it a little.
+    let deadline = std::time::Instant::now() + CACHE_LOCK_WAIT;
+    let locked = loop {
+        // SAFETY: flock on a valid, open descriptor.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     if !locked {
         return Err(format!(
             "cache directory '{}' is in use by another azblobfs mount of the same container; give this one its own --cache-dir",
