@@ -358,15 +358,6 @@ impl InodeTable {
             .filter_map(|(&ino, _)| self.info(&tables, ino))
             .collect()
     }
-
-    /// Number of inodes held (for tests of memory bounds).
-    pub fn len(&self) -> usize {
-        self.lock().inodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
