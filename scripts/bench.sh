@@ -27,6 +27,11 @@
 #                              cache disk, kernel page cache empty)
 #   azblobfs_warm_pagecache_s  same mount, third cat, without dropping caches
 #   azblobfs_peak_rss_mib      VmHWM (peak RSS) of the azblobfs daemon, read right after the cold cat
+#   azblobfs_cold_cpu_s        CPU seconds (user + system) the daemon used during the cold cat;
+#   azblobfs_cold_azurite_cpu_s  and Azurite during it; direct_get_azurite_cpu_s: Azurite during
+#                              the curl GET. On a 2-core machine the cold cat cannot take less
+#                              than (daemon + Azurite + cat + kernel CPU) / 2: these show where the
+#                              gap to direct_get_s goes. rclone_cold_cpu_s: the same for rclone.
 #   rclone_cold_s/_warm_s      rclone mount --vfs-cache-mode full, fresh --cache-dir: first cat
 #                              (cold) and second cat after dropping caches (warm)
 #   rclone_peak_rss_mib        VmHWM of the rclone daemon after its cold cat
@@ -340,6 +345,17 @@ peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 
+# CPU time (user + system, all threads) process $1 has used so far, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# `rec_cpu NAME PID TICKS_BEFORE`: records the CPU seconds PID used since TICKS_BEFORE.
+rec_cpu() {
+    rec "$1" "$(awk -v a="$3" -v b="$(cpu_ticks "$2")" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.2f", (b - a) / hz }')"
+}
+
 # `cat_file PATH`: sequential read to /dev/null (what the read figures time).
 cat_file() {
     cat "$1" >/dev/null
@@ -350,7 +366,7 @@ cat_file() {
 
 read_bench() {
     CONTAINER="bench-read"
-    local url base sas blob="blob.bin" local_file run size
+    local url base sas blob="blob.bin" local_file run size pid daemon_before azurite_before
     say "read benchmark: ${BENCH_MB} MiB blob, $BENCH_RUNS run(s)"
     rec bench_mb "$BENCH_MB"
     url="$(make_container "$CONTAINER")"
@@ -375,9 +391,11 @@ read_bench() {
 
         # The wire limit.
         drop_caches
+        azurite_before="$(cpu_ticks "$AZURITE_PID")"
         timed curl -sS -o /dev/null -w '%{http_code} %{size_download}' "$base/$blob?$sas"
         [ "$OUT" = "200 $size" ] || die "curl GET of the blob answered '$OUT' (expected '200 $size')"
         rec direct_get_s "$ELAPSED"
+        rec_cpu direct_get_azurite_cpu_s "$AZURITE_PID" "$azurite_before"
 
         drop_caches
         timed cat_file "$local_file"
@@ -385,10 +403,15 @@ read_bench() {
 
         # azblobfs: cold (empty cache), warm (local cache, no page cache), warm with page cache.
         mount_azblobfs "read-$run"
+        pid="$(daemon_pid "$MNT" azblobfs)"
         drop_caches
+        daemon_before="$(cpu_ticks "$pid")"
+        azurite_before="$(cpu_ticks "$AZURITE_PID")"
         timed cat_file "$MNT/$blob"
         rec azblobfs_cold_s "$ELAPSED"
-        rec azblobfs_peak_rss_mib "$(peak_rss_mib "$(daemon_pid "$MNT" azblobfs)")"
+        rec_cpu azblobfs_cold_cpu_s "$pid" "$daemon_before"
+        rec_cpu azblobfs_cold_azurite_cpu_s "$AZURITE_PID" "$azurite_before"
+        rec azblobfs_peak_rss_mib "$(peak_rss_mib "$pid")"
         drop_caches
         timed cat_file "$MNT/$blob"
         rec azblobfs_warm_s "$ELAPSED"
@@ -402,10 +425,13 @@ read_bench() {
 
         # rclone with a full VFS cache: cold (fresh cache dir), warm (second read, caches dropped).
         mount_rclone "read-$run" full
+        pid="$(daemon_pid "$MNT" rclone)"
         drop_caches
+        daemon_before="$(cpu_ticks "$pid")"
         timed cat_file "$MNT/$blob"
         rec rclone_cold_s "$ELAPSED"
-        rec rclone_peak_rss_mib "$(peak_rss_mib "$(daemon_pid "$MNT" rclone)")"
+        rec_cpu rclone_cold_cpu_s "$pid" "$daemon_before"
+        rec rclone_peak_rss_mib "$(peak_rss_mib "$pid")"
         drop_caches
         timed cat_file "$MNT/$blob"
         rec rclone_warm_s "$ELAPSED"
