@@ -107,34 +107,33 @@ fn listings_of_0_1_5001_and_20000_entries_are_exact() {
     let twenty = put_numbered(&c, "twenty", 4 * PAGE);
     let m = Mount::new(&c);
 
-    assert_eq!(
-        sorted_names(m.path()),
-        strings(&["empty", "five", "one", "twenty"])
+    let started = Instant::now();
+    let (listed, cost) = measure(&m, || {
+        ["", "empty", "one", "five", "twenty"].map(|dir| {
+            let path = m.join(dir);
+            assert!(
+                fs::metadata(&path).unwrap().is_dir(),
+                "{dir} is a directory"
+            );
+            sorted_names(&path)
+        })
+    });
+    eprintln!(
+        "read_dir of 5 directories: {:?}, requests {cost:?}",
+        started.elapsed()
     );
-    assert!(fs::metadata(m.join("empty")).unwrap().is_dir());
-    assert_eq!(sorted_names(&m.join("empty")), Vec::<String>::new());
-    assert_eq!(sorted_names(&m.join("one")), strings(&["only.txt"]));
-
-    for (dir, expected) in [("five", &five), ("twenty", &twenty)] {
-        let path = m.join(dir);
-        assert!(
-            fs::metadata(&path).unwrap().is_dir(),
-            "{dir} is a directory"
-        );
-        let started = Instant::now();
-        let (names, cost) = measure(&m, || sorted_names(&path));
-        eprintln!(
-            "read_dir of {} entries: {:?}, requests {cost:?}",
-            expected.len(),
-            started.elapsed()
-        );
-        assert_names_eq(&names, expected, dir);
-        // One List Blobs request per page of 5,000, nothing else.
-        let pages = expected.len().div_ceil(PAGE) as u64;
-        assert_eq!(cost.list, pages, "{dir}: list requests, {cost:?}");
-        assert_eq!(cost.properties, 0, "{dir}: {cost:?}");
-        assert_eq!(cost.get, 0, "{dir}: {cost:?}");
-    }
+    let [root, empty, one, five_listed, twenty_listed] = listed;
+    assert_eq!(root, strings(&["empty", "five", "one", "twenty"]));
+    assert_eq!(empty, Vec::<String>::new());
+    assert_eq!(one, strings(&["only.txt"]));
+    assert_names_eq(&five_listed, &five, "five");
+    assert_names_eq(&twenty_listed, &twenty, "twenty");
+    // One List Blobs request per page of 5,000 and nothing else: the root, empty and one
+    // (a page each), five (2 pages) and twenty (4), whether a first page was fetched ahead
+    // of its directory's opening (src/fs/dir_prefetch.rs) or not.
+    assert_eq!(cost.list, 3 + 2 + 4, "list requests, {cost:?}");
+    assert_eq!(cost.properties, 0, "{cost:?}");
+    assert_eq!(cost.get, 0, "{cost:?}");
     for entry in fs::read_dir(m.join("twenty")).unwrap().take(100) {
         assert!(entry.unwrap().file_type().unwrap().is_file());
     }
@@ -287,6 +286,65 @@ for n in sorted(names):
     assert_eq!(got, expected, "os.walk + os.stat: every file and its size");
     assert_eq!(cost.properties, 0, "os.walk + os.stat: {cost:?}");
     assert_eq!(cost.list, 21, "os.walk + os.stat: {cost:?}");
+    m.unmount();
+}
+
+/// Sibling directories listed ahead when a walker opens one (`src/fs/dir_prefetch.rs`).
+const SIBLINGS_AHEAD: u64 = 8;
+
+#[test]
+fn opening_a_subdirectory_lists_its_next_siblings_ahead_and_ls_does_not() {
+    let c = TestContainer::new();
+    let files = seed_tree(&c);
+    let m = Mount::new(&c);
+
+    // A listing alone (`ls -l` of the root) opens no sub-directory: it costs one listing.
+    let (_, cost) = measure(&m, || sh(&format!("ls -l {} >/dev/null", quote(m.path()))));
+    assert_eq!(cost.list, 1, "ls -l of the root: {cost:?}");
+
+    // Opening d00 lists d00 and, in the background, d01..d08.
+    let (names, cost) = measure(&m, || sorted_names(&m.join("d00")));
+    assert_eq!(names.len(), 50, "d00 lists its 50 files");
+    assert_eq!(cost.list, 1 + SIBLINGS_AHEAD, "opening d00: {cost:?}");
+
+    // Those eight are then served from what was fetched ahead: listing d01..d08 costs only the
+    // read-ahead each of them triggers in turn (d09..d16), never a second listing of itself.
+    let (listed, cost) = measure(&m, || {
+        (1..=SIBLINGS_AHEAD)
+            .map(|d| sorted_names(&m.join(format!("d{d:02}"))))
+            .collect::<Vec<_>>()
+    });
+    for (d, names) in (1..).zip(&listed) {
+        let expected: Vec<String> = files
+            .iter()
+            .filter_map(|(n, _)| n.strip_prefix(&format!("d{d:02}/")).map(str::to_string))
+            .collect();
+        assert_eq!(names, &expected, "d{d:02} listed ahead");
+    }
+    assert_eq!(
+        cost.list, SIBLINGS_AHEAD,
+        "d01..d08 (d09..d16 ahead): {cost:?}"
+    );
+    m.unmount();
+}
+
+#[test]
+fn a_listing_fetched_ahead_still_shows_changes_made_through_the_mount() {
+    let c = TestContainer::new();
+    seed_tree(&c);
+    let m = Mount::new(&c);
+    assert_eq!(sorted_names(m.path()).len(), 20);
+    // Opening d00 fetches d01's listing ahead; the changes below come after it.
+    assert_eq!(sorted_names(&m.join("d00")).len(), 50);
+    let _ = counts::settled_counts(&m);
+    fs::remove_file(m.join("d01/f00.dat")).unwrap();
+    fs::write(m.join("d02/new.dat"), b"new").unwrap();
+    let d01 = sorted_names(&m.join("d01"));
+    assert_eq!(d01.len(), 49, "d01 after the unlink: {d01:?}");
+    assert!(!d01.contains(&"f00.dat".to_string()));
+    let d02 = sorted_names(&m.join("d02"));
+    assert_eq!(d02.len(), 51, "d02 after the create: {d02:?}");
+    assert!(d02.contains(&"new.dat".to_string()));
     m.unmount();
 }
 

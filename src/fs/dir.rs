@@ -21,7 +21,7 @@ use tracing::debug;
 
 use crate::cache::attr::Remote;
 use crate::error::{FsError, FsResult};
-use crate::fs::inode::Kind;
+use crate::fs::inode::{Kind, ROOT_INO};
 use crate::fs::{name, Fs, Stat};
 
 /// Entries per List Blobs page: the service's maximum.
@@ -97,8 +97,13 @@ impl Fs {
     /// an earlier complete read (less than `--attr-ttl` ago). Changes made through the mount
     /// invalidate the kernel's copy by themselves.
     pub fn opendir(&self, ino: u64) -> FsResult<(u64, bool)> {
-        self.dir_inode(ino)?;
+        let info = self.dir_inode(ino)?;
         let keep_cache = self.inodes.listed_within(ino, self.attr_ttl());
+        if !keep_cache && ino != ROOT_INO {
+            let (parent, segment) = info.key.rsplit_once('/').unwrap_or(("", &info.key));
+            self.dir_prefetch
+                .opened(parent, segment, |sibling| name::join(parent, sibling));
+        }
         let fh = self.dirs.insert(DirHandle {
             ino,
             listing: tokio::sync::Mutex::new(Listing::new()),
@@ -161,22 +166,34 @@ impl Fs {
         let mut found: BTreeMap<String, Remote> = BTreeMap::new();
         if !listing.pages_done {
             let prefix = name::dir_prefix(&info.key);
-            let page = self
-                .store
-                .list(&prefix, Some("/"), listing.marker.take(), LIST_PAGE_SIZE)
-                .await
-                .map_err(|e| FsError::from_store("listing", &info.key, e))?;
+            let first_page = listing.marker.is_none();
+            let ahead = match first_page {
+                true => self.dir_prefetch.take(&info.key).await,
+                false => None,
+            };
+            let page = match ahead {
+                Some(page) => page,
+                None => self
+                    .store
+                    .list(&prefix, Some("/"), listing.marker.take(), LIST_PAGE_SIZE)
+                    .await
+                    .map_err(|e| FsError::from_store("listing", &info.key, e))?,
+            };
             listing.marker = page.next_marker;
             listing.pages_done = listing.marker.is_none();
             // Everything in this page sorts after what was held back, so the held-back
             // files are settled as soon as a name past `name/` shows up.
             let mut names: Vec<(String, Remote)> = Vec::new();
+            let mut subdirs: Vec<&str> = Vec::new();
             for common in &page.prefixes {
                 let segment = common[prefix.len()..].trim_end_matches('/');
                 if self.accept(segment, common) {
                     names.push((segment.to_string(), Remote::Dir));
+                    subdirs.push(segment);
                 }
             }
+            self.dir_prefetch
+                .saw_subdirs(&info.key, first_page, &subdirs);
             for blob in page.blobs {
                 let segment = blob.name[prefix.len()..].to_string();
                 if !self.accept(&segment, &blob.name) {

@@ -241,7 +241,7 @@ impl Fs {
         if is_new {
             self.inodes.set_local_only(ino, true);
         }
-        self.attrs.invalidate(&key);
+        self.changed_locally(&key, None);
         let stat = self.file_stat(ino, &file);
         let fh = self.handles.insert(FileHandle::new(ino, file, true));
         Ok((stat, fh))
@@ -444,15 +444,15 @@ impl Fs {
         // The kernel's pages were written through us: they are this new version.
         self.inodes
             .swap_cached_version(info.ino, Some(written.etag.clone()));
-        self.attrs.insert(
+        self.changed_locally(
             &info.key,
-            Remote::File(BlobInfo {
+            Some(Remote::File(BlobInfo {
                 name: info.key.clone(),
                 size,
                 last_modified: written.last_modified,
                 etag: written.etag,
                 is_dir_marker: false,
-            }),
+            })),
         );
         Ok(())
     }

@@ -10,12 +10,13 @@
 //! update the caches at once; changes made elsewhere show after the TTL.
 //!
 //! - [`file`]: open, read, write, truncate, flush, release, create;
-//! - [`dir`]: directory listings;
+//! - [`dir`]: directory listings, and [`dir_prefetch`]: listing ahead of tree walks;
 //! - [`namespace`]: mkdir, unlink, rmdir, rename;
 //! - [`external`]: writers whose writes reach the cache file without us (passthrough);
 //! - [`inode`], [`handle`], [`name`]: the tables and name rules they share.
 
 pub mod dir;
+pub mod dir_prefetch;
 pub mod external;
 pub mod file;
 pub mod handle;
@@ -33,7 +34,8 @@ use crate::cache::attr::{AttrCache, Remote};
 use crate::cache::content::ContentCache;
 use crate::error::{FsError, FsResult};
 use crate::store::BlobStore;
-use dir::DirHandle;
+use dir::{DirHandle, LIST_PAGE_SIZE};
+use dir_prefetch::DirPrefetch;
 use handle::{FileHandle, HandleTable};
 use inode::{InodeInfo, InodeTable, Kind, ROOT_INO};
 
@@ -66,6 +68,7 @@ pub struct Fs {
     pub(crate) content: Arc<ContentCache>,
     pub(crate) handles: HandleTable<FileHandle>,
     pub(crate) dirs: HandleTable<DirHandle>,
+    pub(crate) dir_prefetch: DirPrefetch,
     presentation: Presentation,
     /// Directories without a marker blob have no time of their own: they show the mount's.
     mounted_at: SystemTime,
@@ -80,6 +83,7 @@ impl Fs {
         attrs: AttrCache,
         presentation: Presentation,
     ) -> Self {
+        let dir_prefetch = DirPrefetch::new(Arc::clone(&store), LIST_PAGE_SIZE, attrs.attr_ttl());
         Fs {
             store,
             inodes: InodeTable::new(prefix),
@@ -87,6 +91,7 @@ impl Fs {
             content,
             handles: HandleTable::new(),
             dirs: HandleTable::new(),
+            dir_prefetch,
             presentation,
             mounted_at: SystemTime::now(),
         }
@@ -104,6 +109,16 @@ impl Fs {
 
     pub fn is_read_only(&self) -> bool {
         self.presentation.read_only
+    }
+
+    /// Records what a change made through the mount did to `key` (`None`: not known, ask
+    /// again). Listings fetched ahead may predate the change, so they go too.
+    pub(crate) fn changed_locally(&self, key: &str, now: Option<Remote>) {
+        match now {
+            Some(remote) => self.attrs.insert(key, remote),
+            None => self.attrs.invalidate(key),
+        }
+        self.dir_prefetch.forget_all();
     }
 
     pub(crate) fn check_writable(&self) -> FsResult<()> {

@@ -39,7 +39,7 @@ impl Fs {
             .put_dir_marker(&key)
             .await
             .map_err(|e| FsError::from_store("creating directory", &key, e))?;
-        self.attrs.insert(&key, Remote::Dir);
+        self.changed_locally(&key, Some(Remote::Dir));
         let ino = self.inodes.lookup_child(parent, segment, Kind::Dir);
         self.getattr(ino).await
     }
@@ -71,7 +71,7 @@ impl Fs {
         }
         self.inodes.detach_child(parent, segment);
         self.content.forget(&key);
-        self.attrs.insert(&key, Remote::Absent);
+        self.changed_locally(&key, Some(Remote::Absent));
         Ok(())
     }
 
@@ -122,7 +122,7 @@ impl Fs {
             }
         }
         self.inodes.detach_child(parent, segment);
-        self.attrs.insert(&key, Remote::Absent);
+        self.changed_locally(&key, Some(Remote::Absent));
         Ok(())
     }
 
@@ -181,9 +181,9 @@ impl Fs {
             Remote::Absent => {} // created here and not uploaded yet: only the name moves
         }
         self.inodes.rename(parent, segment, new_parent, new_segment);
-        self.attrs.insert(&from, Remote::Absent);
+        self.changed_locally(&from, Some(Remote::Absent));
         if matches!(self.attrs.get(&to), Some(Remote::Absent)) {
-            self.attrs.invalidate(&to);
+            self.changed_locally(&to, None);
         }
         info!(from = %from, to = %to, "renamed");
         Ok(())
@@ -197,15 +197,15 @@ impl Fs {
             .map_err(|e| FsError::from_store(&format!("copying '{from}' to"), to, e))?;
         self.delete_after_copy(from).await?;
         self.rebase_open_file(from, to, &copied.etag);
-        self.attrs.insert(
+        self.changed_locally(
             to,
-            Remote::File(BlobInfo {
+            Some(Remote::File(BlobInfo {
                 name: to.to_string(),
                 size: blob.size,
                 last_modified: copied.last_modified,
                 etag: copied.etag,
                 is_dir_marker: false,
-            }),
+            })),
         );
         Ok(())
     }
@@ -273,8 +273,8 @@ impl Fs {
                 .map_err(|e| FsError::from_store(&format!("copying '{old}' to"), &new, e))?;
             self.delete_after_copy(old).await?;
             self.rebase_open_file(old, &new, &copied.etag);
-            self.attrs.invalidate(old);
-            self.attrs.invalidate(&new);
+            self.changed_locally(old, None);
+            self.changed_locally(&new, None);
         }
         // The marker goes last: if anything above failed, the source still looks whole.
         match self.store.properties(from).await {
@@ -293,7 +293,7 @@ impl Fs {
             }
             Err(e) => return Err(FsError::from_store("reading properties of", from, e)),
         }
-        self.attrs.insert(to, Remote::Dir);
+        self.changed_locally(to, Some(Remote::Dir));
         Ok(())
     }
 

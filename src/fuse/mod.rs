@@ -433,6 +433,9 @@ impl Filesystem for FuseAdaptor {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // Answered at once (no request of its own), but it may start listings ahead in the
+        // background, which need the runtime.
+        let _runtime = self.runtime.enter();
         match self.fs.opendir(ino.0) {
             Ok((fh, keep_cache)) => {
                 // The kernel may cache listings; it drops its copy itself when the directory
