@@ -99,7 +99,10 @@ impl OpenMode {
 
 /// Sequential readers get read-ahead that doubles up to this; random readers get none.
 const MAX_READAHEAD: u64 = 64 << 20;
-const INITIAL_READAHEAD: u64 = 4 << 20;
+/// The first window (and the head fetched at open). 8 MiB rather than less: Azurite answers a
+/// range of up to 4 MiB only once it has all of it (the first byte of a 4 MiB range came after
+/// 13-18 ms here, of an 8 MiB one after 5-6 ms), and the service streams either alike.
+const INITIAL_READAHEAD: u64 = 8 << 20;
 
 impl Fs {
     fn file_inode(&self, ino: u64) -> FsResult<InodeInfo> {
@@ -166,10 +169,9 @@ impl Fs {
             // Start fetching the head of the file: most readers begin there.
             let (blob, size) = file.snapshot();
             let content = Arc::clone(&self.content);
+            let head = size.min(INITIAL_READAHEAD.min(self.max_readahead()));
             tokio::spawn(async move {
-                let _ = blob
-                    .ensure(&content, 0..0, size.min(INITIAL_READAHEAD))
-                    .await;
+                let _ = blob.ensure(&content, 0..0, head).await;
             });
         }
         let clean_version = {
@@ -247,6 +249,11 @@ impl Fs {
         Ok((stat, fh))
     }
 
+    /// A small cache must still hold the read-ahead window: it gets a quarter at most.
+    fn max_readahead(&self) -> u64 {
+        MAX_READAHEAD.min(self.content.budget() / 4).max(CHUNK_SIZE)
+    }
+
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let handle = self.handles.get(fh)?;
         let (blob, file_size) = handle.file.snapshot();
@@ -254,10 +261,14 @@ impl Fs {
             return Ok(Vec::new());
         }
         let end = (offset + u64::from(size)).min(file_size);
-        // A small cache must still hold the read-ahead window: keep it to a quarter.
-        let max_readahead = MAX_READAHEAD.min(self.content.budget() / 4).max(CHUNK_SIZE);
+        let max_readahead = self.max_readahead();
         let window = handle.read_pattern(|p: &mut ReadPattern| {
-            p.next(offset, end, INITIAL_READAHEAD, max_readahead)
+            p.next(
+                offset,
+                end,
+                INITIAL_READAHEAD.min(max_readahead),
+                max_readahead,
+            )
         });
         let prefetch_end = (end + window).min(file_size);
         let _pin = blob.pin(offset..end);
