@@ -191,13 +191,9 @@ impl Fs {
     /// `key/`, concurrently (a name can be a file, a directory, or both; the directory wins,
     /// see docs/SEMANTICS.md).
     pub(crate) async fn resolve_fresh(&self, key: &str) -> FsResult<Remote> {
-        let child_prefix = name::dir_prefix(key);
-        let (properties, listing) = tokio::join!(
-            self.store.properties(key),
-            self.store.list(&child_prefix, Some("/"), None, 1)
-        );
-        let listing = listing.map_err(|e| FsError::from_store("listing", &child_prefix, e))?;
-        let remote = if !listing.blobs.is_empty() || !listing.prefixes.is_empty() {
+        let (properties, has_children) =
+            tokio::join!(self.store.properties(key), self.has_children(key));
+        let remote = if has_children? {
             Remote::Dir
         } else {
             match properties {
@@ -209,6 +205,20 @@ impl Fs {
         };
         self.attrs.insert(key, remote.clone());
         Ok(remote)
+    }
+
+    /// Whether any blob's name starts with `key/`: a one-entry listing without a delimiter.
+    /// (With a delimiter, Azurite takes seconds to answer a one-entry listing of a prefix with
+    /// thousands of blobs below it, 1.5-2 s for 10,000 here, against 30 ms without; the
+    /// answer is the same.)
+    pub(crate) async fn has_children(&self, key: &str) -> FsResult<bool> {
+        let prefix = name::dir_prefix(key);
+        let below = self
+            .store
+            .list(&prefix, None, None, 1)
+            .await
+            .map_err(|e| FsError::from_store("listing", &prefix, e))?;
+        Ok(!below.blobs.is_empty() || !below.prefixes.is_empty())
     }
 
     pub async fn lookup(&self, parent: u64, name: &OsStr) -> FsResult<Stat> {

@@ -101,12 +101,7 @@ impl Fs {
                         ));
                     }
                 }
-                let below = self
-                    .store
-                    .list(&name::dir_prefix(&key), Some("/"), None, 1)
-                    .await
-                    .map_err(|e| FsError::from_store("listing", &key, e))?;
-                if !below.blobs.is_empty() || !below.prefixes.is_empty() {
+                if self.has_children(&key).await? {
                     return Err(FsError::expected(
                         libc::ENOTEMPTY,
                         format!("'{key}' is not empty"),
@@ -222,12 +217,7 @@ impl Fs {
     /// empty directory.
     async fn rename_dir(&self, from: &str, to: &str, target: &Remote) -> FsResult<()> {
         if *target == Remote::Dir {
-            let below = self
-                .store
-                .list(&name::dir_prefix(to), Some("/"), None, 1)
-                .await
-                .map_err(|e| FsError::from_store("listing", to, e))?;
-            if !below.blobs.is_empty() || !below.prefixes.is_empty() {
+            if self.has_children(to).await? {
                 return Err(FsError::expected(
                     libc::ENOTEMPTY,
                     format!("'{to}' is not empty"),
