@@ -216,13 +216,11 @@ impl Fs {
     /// Renames every blob below `from/` (and its marker). The target must be absent or an
     /// empty directory.
     async fn rename_dir(&self, from: &str, to: &str, target: &Remote) -> FsResult<()> {
-        if *target == Remote::Dir {
-            if self.has_children(to).await? {
-                return Err(FsError::expected(
-                    libc::ENOTEMPTY,
-                    format!("'{to}' is not empty"),
-                ));
-            }
+        if *target == Remote::Dir && self.has_children(to).await? {
+            return Err(FsError::expected(
+                libc::ENOTEMPTY,
+                format!("'{to}' is not empty"),
+            ));
         }
         if self.inodes.open_files().iter().any(|f| {
             f.key.starts_with(&name::dir_prefix(from))
