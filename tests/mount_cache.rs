@@ -341,6 +341,111 @@ fn a_small_cache_evicts_idle_blobs_and_still_reads_larger_ones() {
     m.unmount();
 }
 
+/// A tmpfs of `mib` MiB on a fresh directory: a cache disk that fills up. Unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(mib: u64) -> Self {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs on {}",
+            dir.path().display()
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_cache_disk_makes_room_or_fails_with_enospc_never_wrong_bytes() {
+    let c = TestContainer::new();
+    let a = random_bytes(12 << 20, 0xf011);
+    let b = random_bytes(12 << 20, 0xf012);
+    let big = random_bytes(40 << 20, 0xf013);
+    c.put("a.bin", &a);
+    c.put("b.bin", &b);
+    c.put("big.bin", &big);
+    // A 24 MiB disk under a 1 GiB budget: the disk fills long before the budget says so.
+    let disk = SmallDisk::new(24);
+    let m = Mount::builder(&c)
+        .cache_dir(disk.path())
+        .args(["--cache-size", "1G"])
+        .mount();
+
+    // a fits; b does only once a (closed, idle) is evicted to make room.
+    assert_bytes_eq(&fs::read(m.join("a.bin")).unwrap(), &a, "a.bin");
+    drop_page_cache(&m.join("a.bin"));
+    assert_bytes_eq(
+        &fs::read(m.join("b.bin")).unwrap(),
+        &b,
+        "b.bin on a full disk",
+    );
+    // A blob larger than the whole disk: chunks already read make room. Each read either
+    // returns the right bytes or fails with ENOSPC, never returns wrong ones.
+    let f = File::open(m.join("big.bin")).unwrap();
+    let mut offset = 0usize;
+    let mut enospc = 0;
+    while offset < big.len() {
+        match pread_full(&f, offset as u64, MIB as usize) {
+            Ok(got) => {
+                let end = offset + got.len();
+                assert_bytes_eq(&got, &big[offset..end], &format!("big.bin at {offset}"));
+                offset = end;
+            }
+            Err(err) => {
+                assert_eq!(
+                    err.raw_os_error(),
+                    Some(libc::ENOSPC),
+                    "big.bin at {offset}: {err}"
+                );
+                enospc += 1;
+                assert!(
+                    enospc < 100,
+                    "big.bin keeps failing with ENOSPC at {offset}"
+                );
+            }
+        }
+    }
+    drop(f);
+    assert!(
+        m.log().contains("the cache disk is full"),
+        "no log line about the full cache disk:\n{}",
+        m.log()
+    );
+
+    // Writing more than the disk can hold, even with everything evicted: ENOSPC, not a
+    // silently short file.
+    let err = fs::write(m.join("huge.out"), vec![7u8; 32 << 20]).expect_err("32 MiB on 24 MiB");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(
+        m.log().contains("No space left on device"),
+        "no log line naming the ENOSPC:\n{}",
+        m.log()
+    );
+    m.unmount();
+    drop(disk);
+}
+
 #[test]
 fn cached_content_is_reused_after_a_remount() {
     const SIZE: usize = 10 << 20;

@@ -48,7 +48,10 @@ const SLOW_FETCH: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Clone, Debug)]
 enum ChunkState {
     Missing,
-    Fetching,
+    /// Being downloaded by the fetch with this number. Only that fetch may settle the chunk:
+    /// a chunk trimmed after an earlier fetch brought it, and being fetched again, must not be
+    /// marked present when the earlier fetch ends.
+    Fetching(u64),
     Present,
     Failed(FsError),
 }
@@ -79,6 +82,7 @@ pub struct CachedBlob {
     /// never trimmed, so a range made present stays present until it has been used.
     pins: Mutex<Vec<(u64, Range<u64>)>>,
     next_pin: AtomicU64,
+    next_fetch: AtomicU64,
     /// Handed to the kernel as a complete file (passthrough): must never get holes again.
     handed_out: AtomicBool,
 }
@@ -112,6 +116,7 @@ impl CachedBlob {
             hot: Mutex::new(0..0),
             pins: Mutex::new(Vec::new()),
             next_pin: AtomicU64::new(0),
+            next_fetch: AtomicU64::new(0),
             handed_out: AtomicBool::new(false),
         })
     }
@@ -168,9 +173,8 @@ impl CachedBlob {
                 for index in needed_chunks.clone() {
                     match &chunks[index] {
                         ChunkState::Present => {}
-                        ChunkState::Fetching => pending = true,
+                        ChunkState::Fetching(_) => pending = true,
                         ChunkState::Missing => {
-                            chunks[index] = ChunkState::Fetching;
                             to_fetch.push(index);
                             pending = true;
                         }
@@ -200,14 +204,23 @@ impl CachedBlob {
                 };
                 for index in prefetch {
                     if matches!(chunks[index], ChunkState::Missing) {
-                        chunks[index] = ChunkState::Fetching;
                         to_fetch.push(index);
                     }
                 }
-                (pending, to_fetch)
+                let runs: Vec<(u64, Range<usize>)> = request_runs(&to_fetch, request_chunks)
+                    .into_iter()
+                    .map(|run| {
+                        let id = self.next_fetch.fetch_add(1, Ordering::Relaxed);
+                        for state in &mut chunks[run.clone()] {
+                            *state = ChunkState::Fetching(id);
+                        }
+                        (id, run)
+                    })
+                    .collect();
+                (pending, runs)
             };
-            for run in request_runs(&to_fetch, request_chunks) {
-                tokio::spawn(Arc::clone(self).fetch(Arc::clone(cache), run));
+            for (id, run) in to_fetch {
+                tokio::spawn(Arc::clone(self).fetch(Arc::clone(cache), id, run));
             }
             if !pending {
                 return Ok(());
@@ -216,30 +229,21 @@ impl CachedBlob {
         }
     }
 
-    async fn fetch(self: Arc<Self>, cache: Arc<ContentCache>, chunks: Range<usize>) {
-        let result = self.fetch_inner(&cache, chunks.clone()).await;
-        {
-            let mut states = lock(&self.chunks);
-            for index in chunks {
-                if let Some(state) = states.get_mut(index) {
-                    // Local writes may have made the chunk present meanwhile: keep theirs.
-                    if matches!(state, ChunkState::Fetching) {
-                        *state = match &result {
-                            Ok(_) => ChunkState::Present,
-                            Err(err) => ChunkState::Failed(err.clone()),
-                        };
-                    }
-                }
-            }
-        }
-        self.changed.notify_waiters();
+    async fn fetch(self: Arc<Self>, cache: Arc<ContentCache>, id: u64, chunks: Range<usize>) {
+        let result = self.fetch_inner(&cache, id, chunks.clone()).await;
+        self.settle(id, chunks, &result);
         if let Ok(fetched) = result {
             cache.account(fetched);
         }
     }
 
     /// Fetches `chunks` into the file; returns the bytes written.
-    async fn fetch_inner(&self, cache: &ContentCache, chunks: Range<usize>) -> FsResult<u64> {
+    async fn fetch_inner(
+        &self,
+        cache: &Arc<ContentCache>,
+        id: u64,
+        chunks: Range<usize>,
+    ) -> FsResult<u64> {
         let Some(source) = self.source() else {
             return Ok(0);
         };
@@ -279,15 +283,16 @@ impl CachedBlob {
                 ));
             }
             if pending >= CHUNK_SIZE {
-                self.write_pieces(std::mem::take(&mut pieces), written, &source.name)
+                self.write_pieces(cache, std::mem::take(&mut pieces), written, &source.name)
                     .await?;
-                self.mark_present(range.start..written + pending);
+                self.mark_present(id, range.start..written + pending);
                 written += pending;
                 pending = 0;
             }
         }
         if !pieces.is_empty() {
-            self.write_pieces(pieces, written, &source.name).await?;
+            self.write_pieces(cache, pieces, written, &source.name)
+                .await?;
             written += pending;
         }
         let elapsed = started.elapsed();
@@ -311,14 +316,35 @@ impl CachedBlob {
         Ok(range.end - range.start)
     }
 
-    /// Chunks fully inside `range` arrived: readers waiting for them may go on.
-    fn mark_present(&self, range: Range<u64>) {
+    /// Fetch `id` of `chunks` ended with `result`: the chunks it still owns become present or
+    /// failed, and waiting readers look again.
+    fn settle(&self, id: u64, chunks: Range<usize>, result: &FsResult<u64>) {
+        {
+            let mut states = lock(&self.chunks);
+            for index in chunks {
+                if let Some(state) = states.get_mut(index) {
+                    // Local writes may have made the chunk present meanwhile (keep theirs),
+                    // or it was trimmed and another fetch owns it now.
+                    if matches!(state, ChunkState::Fetching(owner) if *owner == id) {
+                        *state = match result {
+                            Ok(_) => ChunkState::Present,
+                            Err(err) => ChunkState::Failed(err.clone()),
+                        };
+                    }
+                }
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Chunks fully inside `range` arrived (by fetch `id`): readers waiting for them may go on.
+    fn mark_present(&self, id: u64, range: Range<u64>) {
         {
             let mut chunks = lock(&self.chunks);
             let first = range.start.div_ceil(CHUNK_SIZE) as usize;
             let last = (range.end / CHUNK_SIZE) as usize;
             for state in chunks.iter_mut().take(last).skip(first) {
-                if matches!(state, ChunkState::Fetching) {
+                if matches!(state, ChunkState::Fetching(owner) if *owner == id) {
                     *state = ChunkState::Present;
                 }
             }
@@ -328,16 +354,24 @@ impl CachedBlob {
 
     async fn write_pieces(
         &self,
+        cache: &Arc<ContentCache>,
         pieces: Vec<bytes::Bytes>,
         offset: u64,
         what: &str,
     ) -> FsResult<()> {
         let file = Arc::clone(&self.file);
+        let cache = Arc::clone(cache);
         let what = what.to_string();
-        tokio::task::spawn_blocking(move || file_io::write_pieces_at(&file, &pieces, offset))
-            .await
-            .map_err(|e| FsError::failure(libc::EIO, format!("writing '{what}': {e}")))?
-            .map_err(|e| FsError::from_io("writing", &what, e))
+        let needed = pieces.iter().map(|p| p.len() as u64).sum();
+        let name = what.clone();
+        tokio::task::spawn_blocking(move || {
+            cache.write_with_room(needed, &name, || {
+                file_io::write_pieces_at(&file, &pieces, offset)
+            })
+        })
+        .await
+        .map_err(|e| FsError::failure(libc::EIO, format!("writing '{what}': {e}")))?
+        .map_err(|e| FsError::from_io("writing", &what, e))
     }
 
     /// Reads up to `len` bytes at `offset` from the local file. The caller made sure they
@@ -760,8 +794,47 @@ impl ContentCache {
     /// Evicts idle blobs, least recently used first, until `incoming` more bytes fit the
     /// budget. Blobs in use are not in the idle list and are never evicted.
     fn make_room(&self, index: &mut Index, incoming: u64) {
-        let mut used: u64 = index.by_name.values().map(|b| disk_usage(b.file())).sum();
-        while used + incoming > self.budget {
+        self.shrink_to(index, self.budget.saturating_sub(incoming));
+    }
+
+    /// Runs `write` to the cache disk. If the disk is full (whatever the budget says: the disk
+    /// may be shared, or smaller than `--cache-size`), evicts idle content and cold chunks to
+    /// free at least `needed` bytes and tries once more; if nothing can go, the ENOSPC stands.
+    pub fn write_with_room<T>(
+        &self,
+        needed: u64,
+        what: &str,
+        write: impl Fn() -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match write() {
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => {
+                let mut index = lock(&self.index);
+                let used = self.usage(&index);
+                let freed = used - self.shrink_to(&mut index, used.saturating_sub(needed));
+                drop(index);
+                warn!(
+                    blob = what,
+                    freed, "the cache disk is full: evicted cached content"
+                );
+                if freed == 0 {
+                    return Err(err);
+                }
+                write()
+            }
+            other => other,
+        }
+    }
+
+    fn usage(&self, index: &Index) -> u64 {
+        index.by_name.values().map(|b| disk_usage(b.file())).sum()
+    }
+
+    /// Evicts idle blobs, least recently used first, then trims cold chunks of open ones,
+    /// until the cache uses at most `limit` bytes (or nothing more can go); returns the bytes
+    /// it uses then.
+    fn shrink_to(&self, index: &mut Index, limit: u64) -> u64 {
+        let mut used = self.usage(index);
+        while used > limit {
             let Some((name, ())) = index.idle.pop_lru() else {
                 break;
             };
@@ -773,7 +846,7 @@ impl ContentCache {
         }
         // Still over: a blob larger than the cache is being read; keep only what is hot.
         for (name, blob) in index.by_name.iter() {
-            if used + incoming <= self.budget {
+            if used <= limit {
                 break;
             }
             let freed = blob.trim_cold();
@@ -784,15 +857,12 @@ impl ContentCache {
         }
         self.counted.store(used, Ordering::Relaxed);
         self.added.store(0, Ordering::Relaxed);
+        used
     }
 
     /// Bytes the cached files occupy on disk (sparse files count only what is present).
     pub fn disk_usage(&self) -> u64 {
-        lock(&self.index)
-            .by_name
-            .values()
-            .map(|b| disk_usage(b.file()))
-            .sum()
+        self.usage(&lock(&self.index))
     }
 
     /// Keeps the local copy of a blob whose changes could not be uploaded, where the user
@@ -858,6 +928,47 @@ mod tests {
         let indices: Vec<usize> = (6..17).collect();
         assert_eq!(request_runs(&indices, 4), vec![6..10, 10..14, 14..17]);
         assert_eq!(request_runs(&indices, 1).len(), 11);
+    }
+
+    fn states(blob: &CachedBlob) -> Vec<String> {
+        lock(&blob.chunks)
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect()
+    }
+
+    #[test]
+    fn a_fetch_settles_only_the_chunks_it_still_owns() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("1.data");
+        let file = File::create(&path).expect("data file");
+        let source = RemoteVersion {
+            name: "b".into(),
+            etag: "e".into(),
+            size: 3 * CHUNK_SIZE,
+        };
+        let blob = CachedBlob::new(
+            1,
+            file,
+            path,
+            Some(source),
+            vec![ChunkState::Fetching(1); 3],
+        );
+        // Fetch 1 delivered chunk 0; it was trimmed and fetch 2 now brings it again.
+        blob.mark_present(1, 0..CHUNK_SIZE);
+        assert_eq!(states(&blob)[0], "Present");
+        lock(&blob.chunks)[0] = ChunkState::Fetching(2);
+        // Fetch 1 ends: chunk 0 is not its to settle, or a reader would read a hole.
+        blob.mark_present(1, 0..2 * CHUNK_SIZE);
+        blob.settle(1, 0..3, &Ok(3 * CHUNK_SIZE));
+        assert_eq!(states(&blob), ["Fetching(2)", "Present", "Present"]);
+        let failed = FsError::failure(libc::EIO, "broke off");
+        blob.settle(2, 0..1, &Err(failed));
+        assert!(
+            states(&blob)[0].starts_with("Failed"),
+            "{:?}",
+            states(&blob)
+        );
     }
 
     #[test]

@@ -302,10 +302,13 @@ impl Fs {
         let blob = Arc::clone(&file.state().blob);
         let len = data.len();
         let key = info.key.clone();
-        tokio::task::spawn_blocking(move || blob.write_at(&data, offset))
-            .await
-            .map_err(|e| FsError::failure(libc::EIO, format!("writing '{key}': {e}")))?
-            .map_err(|e| FsError::from_io("writing", &info.key, e))?;
+        let content = Arc::clone(&self.content);
+        tokio::task::spawn_blocking(move || {
+            content.write_with_room(len as u64, &key, || blob.write_at(&data, offset))
+        })
+        .await
+        .map_err(|e| FsError::failure(libc::EIO, format!("writing '{}': {e}", info.key)))?
+        .map_err(|e| FsError::from_io("writing", &info.key, e))?;
         let mut state = file.state();
         state.size = state.size.max(offset + len as u64);
         state.mtime = SystemTime::now();
