@@ -30,8 +30,9 @@ use crate::store::{BlobStore, ListPage, StoreError};
 pub const SIBLINGS_AHEAD: usize = 8;
 /// Read-ahead listing requests in flight at once.
 pub const MAX_IN_FLIGHT: usize = 4;
-/// Prefetched pages held at most (each up to one List Blobs page).
-const MAX_PREFETCHED: usize = 64;
+/// Prefetched pages held at most. A page of 5,000 entries takes about 1 MiB, so this bounds
+/// the memory of pages nobody took; a walker keeps about `SIBLINGS_AHEAD` of them.
+const MAX_PREFETCHED: usize = 16;
 /// Sub-directory names remembered per listed directory: walks of wider directories get
 /// read-ahead only over their first names.
 const MAX_SUBDIRS: usize = 10_000;
