@@ -1,7 +1,8 @@
 //! The content cache through a real mount (issue #3, "reads at wire speed"): reads are
-//! byte-exact wherever they fall against the 1 MiB chunks and 8 MiB requests, concurrent readers
-//! share one download, random reads fetch little, the cache stays within `--cache-size`,
-//! survives a remount while the blob is unchanged, and never mixes two versions of a blob.
+//! byte-exact wherever they fall against the 1 MiB chunks and the first (8 MiB) requests,
+//! concurrent readers share one download, random reads fetch little, the cache stays within
+//! `--cache-size`, survives a remount while the blob is unchanged, never mixes two versions of
+//! a blob, and on a full cache disk makes room or fails with ENOSPC, never with wrong bytes.
 //!
 //! Request costs are read from the daemon's own counters (SIGUSR1, see `counts`).
 
