@@ -37,8 +37,8 @@ use crate::store::BlobStore;
 /// Granularity of the presence map. Small enough that a random 4 KiB read fetches little.
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// The largest single ranged GET, in chunks. Each request costs the service (and a client's
-/// CPU) a fixed overhead, so a sequential download goes fastest with a few big requests: on
-/// Azurite, 1 GiB in 32 MiB requests read 15% faster than in 8 MiB ones (docs/DESIGN.md).
+/// CPU) a fixed overhead, so a long sequential download uses a few big requests rather than
+/// many small ones (measured on Azurite: a few percent faster at best, see docs/DESIGN.md).
 pub const MAX_REQUEST_CHUNKS: usize = 32;
 /// GETs in flight across all blobs.
 pub const MAX_PARALLEL_FETCHES: usize = 8;
