@@ -167,9 +167,10 @@ impl Fs {
         if !listing.pages_done {
             let prefix = name::dir_prefix(&info.key);
             let first_page = listing.marker.is_none();
-            let ahead = match first_page {
-                true => self.dir_prefetch.take(&info.key).await,
-                false => None,
+            let ahead = if first_page {
+                self.dir_prefetch.take(&info.key).await
+            } else {
+                None
             };
             let page = match ahead {
                 Some(page) => page,

@@ -11,10 +11,11 @@
 //! Only an `opendir` of a child triggers it, never a plain listing: `ls -l dir` costs exactly
 //! its own listing, while `ls dir/sub` may cost up to [`SIBLINGS_AHEAD`] more.
 //!
-//! Consistency: a prefetched page is used once, and only within `--attr-ttl` of the request
-//! (the same promise as the attribute cache). Any change made through the mount drops every
-//! prefetched page ([`DirPrefetch::forget_all`]), so a listing never misses a local change; a
-//! request still in flight then finishes into nothing.
+//! Consistency: a prefetched page is used once, and only within 5 s of its request (or
+//! `--attr-ttl`, if shorter), so a change made elsewhere shows at most that much later than the
+//! TTL promises. Any change made through the mount drops every prefetched page
+//! ([`DirPrefetch::forget_all`]), so a listing never misses a local change; a request still in
+//! flight then finishes into nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,11 @@ const MAX_PREFETCHED: usize = 16;
 /// Sub-directory names remembered per listed directory: walks of wider directories get
 /// read-ahead only over their first names.
 const MAX_SUBDIRS: usize = 10_000;
+/// A prefetched page is used only this soon after its request (or within `--attr-ttl`, if
+/// shorter). What it lists then enters the attribute cache for `--attr-ttl`, so a change made
+/// elsewhere shows at most this much later than without read-ahead; a walker takes its pages
+/// within moments.
+const MAX_PAGE_AGE: Duration = Duration::from_secs(5);
 /// Listed directories remembered (with their sub-directory names).
 const MAX_LISTED: usize = 1024;
 
@@ -62,7 +68,10 @@ struct State {
 pub struct DirPrefetch {
     store: Arc<dyn BlobStore>,
     page_size: u32,
+    /// `--attr-ttl`: how long a listing the kernel read stays in its cache.
     ttl: Duration,
+    /// How long a prefetched page stays usable (see [`MAX_PAGE_AGE`]).
+    page_lifetime: Duration,
     slots: Arc<Semaphore>,
     state: Mutex<State>,
 }
@@ -73,12 +82,13 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl DirPrefetch {
-    /// `ttl` is how long a prefetched page stays usable; zero disables read-ahead.
+    /// `ttl` is `--attr-ttl`; zero disables read-ahead.
     pub fn new(store: Arc<dyn BlobStore>, page_size: u32, ttl: Duration) -> Self {
         DirPrefetch {
             store,
             page_size,
             ttl,
+            page_lifetime: ttl.min(MAX_PAGE_AGE),
             slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             state: Mutex::new(State {
                 pages: HashMap::new(),
@@ -133,7 +143,9 @@ impl DirPrefetch {
             .take(SIBLINGS_AHEAD)
             .map(|s| dir_key(s))
             .collect();
-        state.pages.retain(|_, p| p.requested.elapsed() < self.ttl);
+        state
+            .pages
+            .retain(|_, p| p.requested.elapsed() < self.page_lifetime);
         for key in ahead {
             if state.pages.len() >= MAX_PREFETCHED {
                 break;
@@ -172,7 +184,7 @@ impl DirPrefetch {
     /// enough: waits for it if it is still on its way. `None` means: list it now.
     pub async fn take(&self, dir: &str) -> Option<ListPage> {
         let prefetched = lock(&self.state).pages.remove(dir)?;
-        if prefetched.requested.elapsed() >= self.ttl {
+        if prefetched.requested.elapsed() >= self.page_lifetime {
             prefetched.page.abort();
             return None;
         }
