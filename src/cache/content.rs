@@ -361,9 +361,8 @@ impl CachedBlob {
     ) -> FsResult<()> {
         let file = Arc::clone(&self.file);
         let cache = Arc::clone(cache);
-        let what = what.to_string();
+        let name = what.to_string();
         let needed = pieces.iter().map(|p| p.len() as u64).sum();
-        let name = what.clone();
         tokio::task::spawn_blocking(move || {
             cache.write_with_room(needed, &name, || {
                 file_io::write_pieces_at(&file, &pieces, offset)
@@ -371,7 +370,7 @@ impl CachedBlob {
         })
         .await
         .map_err(|e| FsError::failure(libc::EIO, format!("writing '{what}': {e}")))?
-        .map_err(|e| FsError::from_io("writing", &what, e))
+        .map_err(|e| FsError::from_io("writing", what, e))
     }
 
     /// Reads up to `len` bytes at `offset` from the local file. The caller made sure they
@@ -794,7 +793,8 @@ impl ContentCache {
     /// Evicts idle blobs, least recently used first, until `incoming` more bytes fit the
     /// budget. Blobs in use are not in the idle list and are never evicted.
     fn make_room(&self, index: &mut Index, incoming: u64) {
-        self.shrink_to(index, self.budget.saturating_sub(incoming));
+        let limit = self.budget.saturating_sub(incoming);
+        self.shrink(index, |_| limit);
     }
 
     /// Runs `write` to the cache disk. If the disk is full (whatever the budget says: the disk
@@ -808,10 +808,7 @@ impl ContentCache {
     ) -> std::io::Result<T> {
         match write() {
             Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => {
-                let mut index = lock(&self.index);
-                let used = self.usage(&index);
-                let freed = used - self.shrink_to(&mut index, used.saturating_sub(needed));
-                drop(index);
+                let freed = self.shrink(&mut lock(&self.index), |used| used.saturating_sub(needed));
                 warn!(
                     blob = what,
                     freed, "the cache disk is full: evicted cached content"
@@ -830,10 +827,12 @@ impl ContentCache {
     }
 
     /// Evicts idle blobs, least recently used first, then trims cold chunks of open ones,
-    /// until the cache uses at most `limit` bytes (or nothing more can go); returns the bytes
-    /// it uses then.
-    fn shrink_to(&self, index: &mut Index, limit: u64) -> u64 {
+    /// until the cache uses at most `limit(bytes used now)` (or nothing more can go); returns
+    /// the bytes freed.
+    fn shrink(&self, index: &mut Index, limit: impl FnOnce(u64) -> u64) -> u64 {
         let mut used = self.usage(index);
+        let before = used;
+        let limit = limit(used);
         while used > limit {
             let Some((name, ())) = index.idle.pop_lru() else {
                 break;
@@ -857,7 +856,7 @@ impl ContentCache {
         }
         self.counted.store(used, Ordering::Relaxed);
         self.added.store(0, Ordering::Relaxed);
-        used
+        before - used
     }
 
     /// Bytes the cached files occupy on disk (sparse files count only what is present).
